@@ -1,0 +1,13 @@
+"""Console script `hasmb-smbd`."""
+
+import sys
+
+from hasmb.cli._stub import not_implemented
+
+
+def main(argv: list[str] | None = None) -> int:
+    return not_implemented("hasmb-smbd", "the SMB server issue")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
