@@ -180,8 +180,11 @@ class CaFile:
         self.handle = HandleInfo(handle.file_id, create_guid, persistent, timeout_ms)
         return self.handle
 
-    def reclaim(self, reason: str = "reconnect") -> Stall:
-        """Rebuild the connection and reopen the handle with DH2C, retrying until the deadline."""
+    def reclaim(self, reason: str = "reconnect") -> int:
+        """Rebuild the connection and reopen the handle with DH2C, retrying until the deadline.
+
+        Returns the number of attempts it took.
+        """
         if self.handle is None:
             raise RuntimeError("reclaim() before open()")
         started = time.monotonic()
@@ -216,26 +219,44 @@ class CaFile:
                 continue
             self._conn, self._open = conn, handle
             self.handle.file_id = handle.file_id
-            stall = Stall(started, time.monotonic(), attempts, reason)
-            self.stalls.append(stall)
-            return stall
+            return attempts
         raise ReclaimFailed(
             f"could not reclaim {self.path} within {self.reclaim_deadline}s: {last_error!r}"
         )
 
     def _with_reclaim(self, op: Callable[[Any], T], what: str) -> T:
-        """Run op on the open; on a transport failure reclaim and replay it once per reclaim."""
+        """Run op on the open; on a transport failure reclaim and replay it.
+
+        A stall is measured as the caller sees it: from the start of the first
+        attempt that failed or hung to the end of the replay that succeeded.
+        """
+        failed_at: float | None = None
+        attempts = 0
+        reason = ""
         while True:
-            if self._open is None:
-                self.reclaim(f"{what}: no connection")
+            attempt_started = time.monotonic()
             try:
-                return op(self._open)
+                if self._open is None:
+                    reason = reason or f"{what}: no connection"
+                    attempts += self.reclaim(reason)
+                result = op(self._open)
             except SMBResponseException:
                 raise  # a real protocol answer: surface it, never retry blindly
+            except ReclaimFailed:
+                raise
             except Exception as exc:
                 log.info("%s on %s failed (%r); reclaiming", what, self.path, exc)
+                if failed_at is None:
+                    failed_at = attempt_started
+                    reason = f"{what}: {type(exc).__name__}"
+                elif time.monotonic() - failed_at > self.reclaim_deadline:
+                    raise ReclaimFailed(f"{what} on {self.path} kept failing: {exc!r}") from exc
                 self._drop()
-                self.reclaim(f"{what}: {type(exc).__name__}")
+                continue
+            if failed_at is not None or attempts:
+                start = failed_at if failed_at is not None else attempt_started
+                self.stalls.append(Stall(start, time.monotonic(), attempts, reason))
+            return result
 
     def _call(self, handle: Any, build: Callable[[], tuple[Any, Callable[..., T]]]) -> T:
         message, unpack = build()

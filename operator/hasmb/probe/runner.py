@@ -1,0 +1,175 @@
+"""The probe's workload: write-through pattern writes with read-back, measuring stalls.
+
+One worker thread per file (smbprotocol is synchronous). Each worker cycles
+over the file's blocks, writing the next generation of each with
+write-through, and reads back a block now and then. The report lists every
+stall, every error surfaced to the caller (what an application would see),
+and every acknowledged write missing at the final verification.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hasmb.probe.ca_client import CaFile, CaTarget, Stall
+from hasmb.probe.pattern import BlockId, make_block, parse_block
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    target: CaTarget
+    files: int = 1
+    blocks: int = 64
+    block_size: int = 64 * 1024
+    duration: float = 10.0
+    read_every: int = 8
+    prefix: str = "hasmb-probe"
+    reclaim_deadline: float = 60.0
+    request_timeout: float = 5.0
+    batch_oplock: bool = False  # only to get durable handles from non-CA servers
+
+
+@dataclass
+class WorkerReport:
+    path: str
+    persistent: bool = False
+    writes: int = 0
+    reads: int = 0
+    errors: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    stalls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ProbeReport:
+    workers: list[WorkerReport]
+    started: float
+    ended: float
+
+    @property
+    def errors(self) -> int:
+        return sum(len(w.errors) for w in self.workers)
+
+    @property
+    def lost(self) -> int:
+        return sum(len(w.lost) for w in self.workers)
+
+    @property
+    def stall_seconds(self) -> list[float]:
+        return sorted(s["seconds"] for w in self.workers for s in w.stalls)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "errors": self.errors,
+                "lost": self.lost,
+                "stalls": self.stall_seconds,
+                "workers": [asdict(w) for w in self.workers],
+                "seconds": self.ended - self.started,
+            },
+            indent=2,
+        )
+
+
+def _stall_dict(stall: Stall) -> dict[str, Any]:
+    return {
+        "seconds": round(stall.seconds, 4),
+        "attempts": stall.attempts,
+        "reason": stall.reason,
+        "at": stall.started,
+    }
+
+
+class Worker:
+    def __init__(self, settings: ProbeSettings, index: int, stop: threading.Event) -> None:
+        self.settings = settings
+        self.tag = index + 1
+        self.stop = stop
+        self.path = f"{settings.prefix}-{index}.bin"
+        self.report = WorkerReport(self.path)
+        self.acked: dict[int, int] = {}  # block index -> last acknowledged generation
+        self.file = CaFile(
+            settings.target,
+            self.path,
+            reclaim_deadline=settings.reclaim_deadline,
+            request_timeout=settings.request_timeout,
+            batch_oplock=settings.batch_oplock,
+        )
+        self.current_stall_since: float | None = None
+
+    def _check(self, index: int, data: bytes) -> None:
+        want = self.acked.get(index)
+        if want is None:
+            return
+        got = parse_block(data, self.settings.block_size)
+        if got is None or got.index != index or got.file_tag != self.tag:
+            self.report.lost.append(f"block {index}: corrupt or missing (acked gen {want})")
+        elif got.generation < want:
+            self.report.lost.append(f"block {index}: gen {got.generation} < acked {want}")
+
+    def run(self) -> None:
+        size = self.settings.block_size
+        rng = random.Random(self.tag)
+        try:
+            info = self.file.open()
+            self.report.persistent = info.persistent
+        except Exception as exc:
+            self.report.errors.append(f"open: {exc!r}")
+            return
+        generation = 0
+        try:
+            while not self.stop.is_set():
+                generation += 1
+                for index in range(self.settings.blocks):
+                    if self.stop.is_set():
+                        break
+                    data = make_block(BlockId(self.tag, index, generation), size)
+                    try:
+                        self.file.write(index * size, data)
+                    except Exception as exc:
+                        self.report.errors.append(f"write block {index}: {exc!r}")
+                        continue
+                    self.acked[index] = generation
+                    self.report.writes += 1
+                    if self.report.writes % self.settings.read_every == 0 and self.acked:
+                        probe = rng.choice(list(self.acked))
+                        try:
+                            self._check(probe, self.file.read(probe * size, size))
+                            self.report.reads += 1
+                        except Exception as exc:
+                            self.report.errors.append(f"read block {probe}: {exc!r}")
+            self.verify()
+        finally:
+            self.report.stalls = [_stall_dict(s) for s in self.file.stalls]
+            try:
+                self.file.close()
+            except Exception as exc:
+                self.report.errors.append(f"close: {exc!r}")
+
+    def verify(self) -> None:
+        size = self.settings.block_size
+        for index in sorted(self.acked):
+            try:
+                self._check(index, self.file.read(index * size, size))
+            except Exception as exc:
+                self.report.errors.append(f"verify block {index}: {exc!r}")
+
+
+def run_probe(settings: ProbeSettings, stop: threading.Event | None = None) -> ProbeReport:
+    """Run the workload for settings.duration seconds (or until stop is set)."""
+    stop = stop or threading.Event()
+    workers = [Worker(settings, i, stop) for i in range(settings.files)]
+    threads = [threading.Thread(target=w.run, name=f"probe-{i}") for i, w in enumerate(workers)]
+    started = time.time()
+    for thread in threads:
+        thread.start()
+    stop.wait(settings.duration)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return ProbeReport([w.report for w in workers], started, time.time())
