@@ -29,6 +29,7 @@ from hasmb.handles.errors import StaleEpochError, StoreError
 from hasmb.handles.group_commit import WriteOp
 from hasmb.handles.record import PersistentOpenRecord, RecordFormatError
 from hasmb.handles.store import EpochInfo, HandleStore, StoreChange
+from hasmb.handles.streams import iter_lines
 
 ETCD_MAX_TXN_OPS = 128
 
@@ -245,9 +246,7 @@ class EtcdHandleStore(HandleStore):
                 if resp.status != 200:
                     raise StoreError(f"etcd watch: HTTP {resp.status}")
                 # The gateway streams one JSON message per line.
-                async for line in resp.content:
-                    if not line.strip():
-                        continue
+                async for line in iter_lines(resp.content):
                     msg = json.loads(line)
                     result = msg.get("result")
                     if result is None or result.get("canceled") or result.get("compact_revision"):

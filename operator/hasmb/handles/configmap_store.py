@@ -1,0 +1,414 @@
+"""configmap:NAMESPACE/NAME -- the handle-state store in Kubernetes ConfigMaps.
+
+Objects (all labelled hasmb.io/handle-store=NAME):
+- NAME-meta: data {epoch, owner, shards}: the ownership record and the shard
+  count, fixed when the store is first created (`?shards=N`, default 8).
+- NAME-0 .. NAME-(shards-1): data {"epoch": E, "<pid as 16 hex>": record
+  JSON, ...}. A ConfigMap holds at most 1 MiB, so each shard is kept under
+  SHARD_DATA_LIMIT bytes; capacity is shards x that.
+
+Every write is a compare-and-set on resourceVersion (a merge patch that
+carries metadata.resourceVersion; the apiserver answers 409 if the object
+changed), in the manner of Patroni's Kubernetes DCS.
+
+The fence: take_ownership CASes the new epoch into NAME-meta, then CASes it
+into the "epoch" field of every shard (creating missing ones). From then on an
+old owner's cached resourceVersion of any shard is stale, so its next CAS gets
+409; it re-reads the shard, sees a newer epoch there (and in NAME-meta) and
+raises StaleEpochError. A write that won the race before the stamp is one the
+new owner sees, because it loads after take_ownership returns.
+
+Group commit: a batch is one CAS per touched shard, in parallel; records that
+are new in the batch all go to the least-filled shard, so a burst of creates
+costs one round trip. An existing record stays in its shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from hasmb.handles.errors import StaleEpochError, StoreError, StoreFullError
+from hasmb.handles.group_commit import WriteOp
+from hasmb.handles.kube_api import KubeApi, KubeApiError
+from hasmb.handles.record import PersistentOpenRecord, RecordFormatError
+from hasmb.handles.store import EpochInfo, HandleStore, StoreChange
+
+LABEL_STORE = "hasmb.io/handle-store"
+LABEL_ROLE = "hasmb.io/handle-store-role"
+DEFAULT_SHARDS = 8
+# The apiserver limit is 1 MiB for the whole object; leave room for metadata.
+SHARD_DATA_LIMIT = 1_000_000
+EPOCH_KEY = "epoch"
+
+
+def record_key(persistent_id: int) -> str:
+    return f"{persistent_id:016x}"
+
+
+def is_record_key(key: str) -> bool:
+    return len(key) == 16 and all(c in "0123456789abcdef" for c in key)
+
+
+def data_size(data: dict[str, str]) -> int:
+    return sum(len(k) + len(v) for k, v in data.items())
+
+
+@dataclass
+class _Shard:
+    """The owner's copy of one shard object."""
+
+    index: int
+    resource_version: str = ""
+    data: dict[str, str] = field(default_factory=dict)
+    size: int = 0
+
+    def load(self, obj: dict[str, Any]) -> None:
+        self.resource_version = obj["metadata"]["resourceVersion"]
+        self.data = dict(obj.get("data") or {})
+        self.size = data_size(self.data)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.data.get(EPOCH_KEY, "0"))
+
+
+class ConfigMapHandleStore(HandleStore):
+    """Handle state in sharded ConfigMaps; see the module docstring."""
+
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        kubeconfig: str | None = None,
+        shards: int = DEFAULT_SHARDS,
+        shard_limit: int = SHARD_DATA_LIMIT,
+        max_batch: int = 256,
+    ) -> None:
+        super().__init__(max_batch=max_batch)
+        if shards < 1:
+            raise ValueError("shards must be >= 1")
+        self.namespace = namespace
+        self.name = name
+        self.default_shards = shards
+        self.shard_limit = shard_limit
+        self.api = KubeApi(kubeconfig)
+        self._shards: list[_Shard] = []
+        self._where: dict[int, int] = {}
+
+    # -- names ---------------------------------------------------------------
+
+    @property
+    def _base(self) -> str:
+        return f"api/v1/namespaces/{self.namespace}/configmaps"
+
+    def _shard_name(self, index: int) -> str:
+        return f"{self.name}-{index}"
+
+    @property
+    def _meta_name(self) -> str:
+        return f"{self.name}-meta"
+
+    def _new_object(self, obj_name: str, role: str, data: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": obj_name,
+                "namespace": self.namespace,
+                "labels": {LABEL_STORE: self.name, LABEL_ROLE: role},
+            },
+            "data": data,
+        }
+
+    async def _get(self, obj_name: str) -> dict[str, Any] | None:
+        try:
+            return await self.api.request("GET", f"{self._base}/{obj_name}")
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def _cas_patch(self, obj_name: str, rv: str, data: dict[str, Any]) -> dict[str, Any]:
+        return await self.api.request(
+            "PATCH",
+            f"{self._base}/{obj_name}",
+            body={"metadata": {"resourceVersion": rv}, "data": data},
+            content_type="application/merge-patch+json",
+        )
+
+    # -- epoch ---------------------------------------------------------------
+
+    async def read_epoch(self) -> EpochInfo:
+        meta = await self._get(self._meta_name)
+        if meta is None:
+            return EpochInfo(0, "")
+        data = meta.get("data") or {}
+        return EpochInfo(int(data.get(EPOCH_KEY, "0")), data.get("owner", ""))
+
+    async def _raise_epoch(self, owner: str, requested: int | None) -> int:
+        new, shard_count = await self._raise_meta(owner, requested)
+        shards = [_Shard(i) for i in range(shard_count)]
+        await asyncio.gather(*(self._stamp(shard, new) for shard in shards))
+        self._shards = shards
+        self._where = {}
+        for shard in shards:
+            for key in shard.data:
+                if is_record_key(key):
+                    self._where[int(key, 16)] = shard.index
+        return new
+
+    async def _raise_meta(self, owner: str, requested: int | None) -> tuple[int, int]:
+        while True:
+            meta = await self._get(self._meta_name)
+            if meta is None:
+                new = requested if requested is not None else 1
+                data = {EPOCH_KEY: str(new), "owner": owner, "shards": str(self.default_shards)}
+                try:
+                    await self.api.request(
+                        "POST", self._base, body=self._new_object(self._meta_name, "meta", data)
+                    )
+                except KubeApiError as exc:
+                    if exc.status == 409:
+                        continue
+                    raise
+                return new, self.default_shards
+            data = meta.get("data") or {}
+            cur = int(data.get(EPOCH_KEY, "0"))
+            if requested is not None and requested <= cur:
+                raise StaleEpochError(requested, cur)
+            new = requested if requested is not None else cur + 1
+            try:
+                await self._cas_patch(
+                    self._meta_name,
+                    meta["metadata"]["resourceVersion"],
+                    {EPOCH_KEY: str(new), "owner": owner},
+                )
+            except KubeApiError as exc:
+                if exc.status == 409:
+                    continue
+                raise
+            return new, int(data.get("shards", str(self.default_shards)))
+
+    async def _stamp(self, shard: _Shard, epoch: int) -> None:
+        """CAS the new epoch into one shard (creating it if missing)."""
+        obj_name = self._shard_name(shard.index)
+        while True:
+            obj = await self._get(obj_name)
+            try:
+                if obj is None:
+                    obj = await self.api.request(
+                        "POST",
+                        self._base,
+                        body=self._new_object(obj_name, "shard", {EPOCH_KEY: str(epoch)}),
+                    )
+                else:
+                    shard.load(obj)
+                    if shard.epoch > epoch:
+                        raise StaleEpochError(epoch, shard.epoch)
+                    obj = await self._cas_patch(
+                        obj_name, shard.resource_version, {EPOCH_KEY: str(epoch)}
+                    )
+            except KubeApiError as exc:
+                if exc.status == 409:
+                    continue
+                raise
+            shard.load(obj)
+            return
+
+    # -- writes --------------------------------------------------------------
+
+    def _plan(self, ops: list[WriteOp]) -> dict[int, dict[str, str | None]]:
+        """Assign ops to shards: patches of data keys (None deletes)."""
+        patches: dict[int, dict[str, str | None]] = {}
+        new_ops: list[tuple[WriteOp, str]] = []
+        for op in ops:
+            index = self._where.get(op.persistent_id)
+            if op.kind == "delete":
+                if index is not None:
+                    patches.setdefault(index, {})[record_key(op.persistent_id)] = None
+                continue
+            assert op.record is not None
+            value = op.record.to_json()
+            if index is not None:
+                patches.setdefault(index, {})[record_key(op.persistent_id)] = value
+            else:
+                new_ops.append((op, value))
+        if new_ops:
+            growth = {i: self._growth(i, p) for i, p in patches.items()}
+            for op, value in new_ops:
+                key = record_key(op.persistent_id)
+                need = len(key) + len(value)
+                target = min(self._shards, key=lambda s: (s.size + growth.get(s.index, 0), s.index))
+                if target.size + growth.get(target.index, 0) + need > self.shard_limit:
+                    raise StoreFullError(
+                        f"configmap {self.namespace}/{self.name}: all {len(self._shards)} "
+                        "shards are full"
+                    )
+                patches.setdefault(target.index, {})[key] = value
+                growth[target.index] = growth.get(target.index, 0) + need
+        return patches
+
+    def _growth(self, index: int, patch: dict[str, str | None]) -> int:
+        data = self._shards[index].data
+        delta = 0
+        for key, value in patch.items():
+            old = data.get(key)
+            delta -= len(key) + len(old) if old is not None else 0
+            delta += len(key) + len(value) if value is not None else 0
+        return delta
+
+    async def _commit(self, ops: list[WriteOp], epoch: int) -> None:
+        if not self._shards:
+            raise StoreError("configmap store: no shards loaded (take_ownership first)")
+        patches = self._plan(ops)
+        results = await asyncio.gather(
+            *(self._write_shard(index, patch, epoch) for index, patch in patches.items()),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        stale = [e for e in errors if isinstance(e, StaleEpochError)]
+        if stale:
+            raise stale[0]
+        if errors:
+            raise errors[0]
+
+    async def _write_shard(self, index: int, patch: dict[str, str | None], epoch: int) -> None:
+        shard = self._shards[index]
+        obj_name = self._shard_name(index)
+        body: dict[str, Any] = {EPOCH_KEY: str(epoch), **patch}
+        for _ in range(3):
+            try:
+                obj = await self._cas_patch(obj_name, shard.resource_version, body)
+            except KubeApiError as exc:
+                if exc.status not in (404, 409):
+                    raise
+                await self._check_fence(shard, epoch)
+                continue
+            shard.load(obj)
+            for key, value in patch.items():
+                pid = int(key, 16)
+                if value is None:
+                    if self._where.get(pid) == index:
+                        del self._where[pid]
+                else:
+                    self._where[pid] = index
+            return
+        raise StoreError(f"configmap {obj_name}: conflicts persist under epoch {epoch}")
+
+    async def _check_fence(self, shard: _Shard, epoch: int) -> None:
+        """After a conflict: raise StaleEpochError if anyone holds a newer epoch."""
+        obj = await self._get(self._shard_name(shard.index))
+        meta_epoch = (await self.read_epoch()).epoch
+        shard_epoch = 0
+        if obj is not None:
+            shard.load(obj)
+            shard_epoch = shard.epoch
+        current = max(meta_epoch, shard_epoch)
+        if current != epoch:
+            raise StaleEpochError(epoch, current)
+        if obj is None:
+            raise StoreError(f"configmap {self._shard_name(shard.index)} vanished")
+
+    # -- reads ---------------------------------------------------------------
+
+    async def _list(self) -> tuple[list[dict[str, Any]], str]:
+        res = await self.api.request(
+            "GET", self._base, params={"labelSelector": f"{LABEL_STORE}={self.name}"}
+        )
+        return list(res.get("items") or []), res["metadata"]["resourceVersion"]
+
+    def _decode(
+        self, items: list[dict[str, Any]]
+    ) -> tuple[dict[str, dict[str, str]], EpochInfo, dict[int, PersistentOpenRecord]]:
+        shard_data: dict[str, dict[str, str]] = {}
+        epoch = EpochInfo(0, "")
+        records: dict[int, PersistentOpenRecord] = {}
+        for item in items:
+            labels = item["metadata"].get("labels") or {}
+            data = dict(item.get("data") or {})
+            if labels.get(LABEL_ROLE) == "meta":
+                epoch = EpochInfo(int(data.get(EPOCH_KEY, "0")), data.get("owner", ""))
+                continue
+            shard_data[item["metadata"]["name"]] = data
+            for key, value in data.items():
+                if is_record_key(key):
+                    rec = _decode_record(key, value)
+                    prev = records.get(rec.persistent_id)
+                    if prev is None or rec.epoch >= prev.epoch:
+                        records[rec.persistent_id] = rec
+        return shard_data, epoch, records
+
+    async def load_all(self) -> list[PersistentOpenRecord]:
+        items, _ = await self._list()
+        return list(self._decode(items)[2].values())
+
+    async def follow(self) -> AsyncIterator[StoreChange]:
+        while True:
+            items, rv = await self._list()
+            shard_data, epoch, records = self._decode(items)
+            yield StoreChange(
+                "reset", records=tuple(records.values()), epoch=epoch.epoch, owner=epoch.owner
+            )
+            params = {
+                "labelSelector": f"{LABEL_STORE}={self.name}",
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": "300",
+            }
+            # Re-watch from the last resourceVersion while the server allows;
+            # a 410 Gone (or any error) means a fresh list and a reset.
+            with contextlib.suppress(StoreError, KubeApiError):
+                while True:
+                    async for event in self.api.watch(
+                        self._base, {**params, "resourceVersion": rv}
+                    ):
+                        kind = event.get("type")
+                        obj = event.get("object") or {}
+                        if kind == "ERROR":
+                            raise StoreError(f"watch error: {obj.get('message')}")
+                        rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                        if kind == "BOOKMARK":
+                            continue
+                        for change in self._event_changes(kind, obj, shard_data, epoch):
+                            if change.kind == "epoch":
+                                epoch = EpochInfo(change.epoch, change.owner)
+                            yield change
+
+    def _event_changes(
+        self,
+        kind: str | None,
+        obj: dict[str, Any],
+        shard_data: dict[str, dict[str, str]],
+        epoch: EpochInfo,
+    ) -> list[StoreChange]:
+        labels = obj["metadata"].get("labels") or {}
+        data = dict(obj.get("data") or {}) if kind != "DELETED" else {}
+        if labels.get(LABEL_ROLE) == "meta":
+            new = EpochInfo(int(data.get(EPOCH_KEY, "0")), data.get("owner", ""))
+            return [StoreChange("epoch", epoch=new.epoch, owner=new.owner)] if new != epoch else []
+        name = obj["metadata"]["name"]
+        old = shard_data.get(name, {})
+        shard_data[name] = data
+        changes = []
+        for key, value in data.items():
+            if is_record_key(key) and old.get(key) != value:
+                rec = _decode_record(key, value)
+                changes.append(StoreChange("put", record=rec, persistent_id=rec.persistent_id))
+        for key in old:
+            if is_record_key(key) and key not in data:
+                changes.append(StoreChange("delete", persistent_id=int(key, 16)))
+        return changes
+
+    async def _close(self) -> None:
+        await self.api.close()
+
+
+def _decode_record(key: str, value: str) -> PersistentOpenRecord:
+    try:
+        return PersistentOpenRecord.from_json(value)
+    except RecordFormatError as exc:
+        raise StoreError(f"configmap: corrupt record {key}: {exc}") from exc
