@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -167,7 +169,7 @@ class Backend:
             await self.cleanup()
 
 
-BACKENDS = ["file", "etcd"]
+BACKENDS = ["file", "etcd", "configmap"]
 
 
 @pytest.fixture(params=BACKENDS)
@@ -189,7 +191,8 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         )
 
         async def cleanup() -> None:
-            cluster.kubectl(
+            await asyncio.to_thread(
+                cluster.kubectl,
                 "delete",
                 "configmap",
                 "-n",
@@ -338,3 +341,76 @@ async def test_follow_keeps_a_standby_warm(backend: Backend) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+OLD_OWNER_SCRIPT = r"""
+import asyncio, json, sys, uuid
+from hasmb.handles import PersistentOpenRecord, StaleEpochError, open_store
+
+async def main() -> None:
+    store = open_store(sys.argv[1], **json.loads(sys.argv[2]))
+    print("EPOCH", await store.take_ownership("old-node"), flush=True)
+    pid = 1
+    try:
+        while True:
+            rec = PersistentOpenRecord(
+                persistent_id=pid, volatile_id=pid, create_guid=uuid.uuid4().bytes,
+                client_guid=bytes(16), share="data", path=f"old-{pid}", desired_access=1,
+                share_access=7, create_options=0, file_attributes=0x20, oplock_level=0,
+                durable_timeout_ms=60000, user="alice",
+            )
+            await store.put(rec)
+            print("ACK", pid, flush=True)
+            pid += 1
+    except StaleEpochError as exc:
+        print("FENCED", exc.mine, exc.current, flush=True)
+    finally:
+        await store.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_old_owner_in_another_process_is_fenced_mid_stream(backend: Backend) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        OLD_OWNER_SCRIPT,
+        backend.spec,
+        json.dumps(backend.options),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    acked: list[int] = []
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().split()
+        assert line[0] == "EPOCH", line
+        old_epoch = int(line[1])
+        while len(acked) < 20:
+            words = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().split()
+            assert words and words[0] == "ACK", words
+            acked.append(int(words[1]))
+        # Take over while the old owner is writing as fast as it can.
+        new = backend.new_store()
+        assert await new.take_ownership("new-node") == old_epoch + 1
+        at_takeover = {r.persistent_id for r in await new.load_all()}
+        fenced = None
+        while fenced is None:
+            raw = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert raw, "old owner exited without being fenced"
+            words = raw.decode().split()
+            if words[0] == "ACK":
+                acked.append(int(words[1]))
+            else:
+                fenced = words
+        assert fenced == ["FENCED", str(old_epoch), str(old_epoch + 1)]
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        after = {r.persistent_id for r in await new.load_all()}
+        # Nothing the old owner wrote landed after the takeover returned,
+        # and everything it was told was durable is there.
+        assert after == at_takeover
+        assert set(acked) <= after
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
