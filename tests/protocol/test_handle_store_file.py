@@ -1,0 +1,123 @@
+"""file: backend specifics: crash leftovers, compaction, following through compaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from hasmb.handles import PersistentOpenRecord, StoreMirror
+from hasmb.handles.file_store import LOG_FILE, SNAPSHOT_FILE, FileHandleStore, encode_log_line
+
+
+def rec(pid: int) -> PersistentOpenRecord:
+    return PersistentOpenRecord(
+        persistent_id=pid,
+        volatile_id=pid,
+        create_guid=uuid.uuid4().bytes,
+        client_guid=bytes(16),
+        share="data",
+        path=f"f{pid}",
+        desired_access=1,
+        share_access=7,
+        create_options=0,
+        file_attributes=0x20,
+        oplock_level=0,
+        durable_timeout_ms=60000,
+        user="alice",
+    )
+
+
+async def wait_for(pred: Callable[[], bool], what: str, limit: float = 15.0) -> None:
+    deadline = time.monotonic() + limit
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_torn_tail_is_cut_off_by_the_next_owner(tmp_path: Path) -> None:
+    store = FileHandleStore(tmp_path)
+    await store.take_ownership("a")
+    for pid in range(1, 6):
+        await store.put(rec(pid))
+    await store.close()
+    # A crash in the middle of appending a batch leaves half a line.
+    torn = encode_log_line({"e": 1, "p": rec(6).to_dict()})[:40]
+    log = tmp_path / LOG_FILE
+    log.write_bytes(log.read_bytes() + torn)
+
+    new = FileHandleStore(tmp_path)
+    assert await new.take_ownership("b") == 2
+    assert sorted(r.persistent_id for r in await new.load_all()) == [1, 2, 3, 4, 5]
+    # Appends after the recovery must not be glued to the torn half line.
+    await new.put(rec(7))
+    await new.close()
+    again = FileHandleStore(tmp_path)
+    assert sorted(r.persistent_id for r in await again.load_all()) == [1, 2, 3, 4, 5, 7]
+
+
+async def test_compaction_keeps_state_and_bounds_the_log(tmp_path: Path) -> None:
+    store = FileHandleStore(tmp_path, compact_bytes=20_000)
+    await store.take_ownership("a")
+    for round_ in range(5):
+        await asyncio.gather(*(store.put(rec(pid)) for pid in range(round_ * 50, round_ * 50 + 60)))
+        await asyncio.gather(*(store.delete(pid) for pid in range(round_ * 50, round_ * 50 + 30)))
+    expected = {pid for pid in range(0, 260)} - {
+        pid for r in range(5) for pid in range(r * 50, r * 50 + 30)
+    }
+    assert {r.persistent_id for r in await store.load_all()} == expected
+    assert (tmp_path / LOG_FILE).stat().st_size <= 2 * max(
+        20_000, (tmp_path / SNAPSHOT_FILE).stat().st_size
+    ) + 50_000
+    snapshot = json.loads((tmp_path / SNAPSHOT_FILE).read_bytes())
+    assert snapshot["epoch"] == 1 and snapshot["records"]
+    await store.close()
+    reopened = FileHandleStore(tmp_path)
+    assert {r.persistent_id for r in await reopened.load_all()} == expected
+
+
+async def test_follower_stays_correct_across_compactions(tmp_path: Path) -> None:
+    owner = FileHandleStore(tmp_path, compact_bytes=8_000)
+    await owner.take_ownership("a")
+    follower = FileHandleStore(tmp_path, poll_interval=0.01)
+    mirror = StoreMirror()
+    resets = 0
+
+    async def run() -> None:
+        nonlocal resets
+        async for change in follower.follow():
+            resets += change.kind == "reset"
+            mirror.apply(change)
+
+    task = asyncio.create_task(run())
+    try:
+        await wait_for(lambda: mirror.synced, "first reset")
+        for pid in range(200):
+            await owner.put(rec(pid))
+            if pid % 3 == 0:
+                await owner.delete(pid)
+        want = {r.persistent_id for r in await owner.load_all()}
+        await wait_for(lambda: set(mirror.records) == want, "mirror converges")
+        assert resets >= 2, "the log was compacted, so the follower must have reloaded"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await owner.close()
+
+
+async def test_every_write_is_on_disk_when_acknowledged(tmp_path: Path) -> None:
+    store = FileHandleStore(tmp_path)
+    await store.take_ownership("a")
+    await store.put(rec(42))
+    # Read the files directly, as another node mounting the volume would.
+    other = FileHandleStore(tmp_path)
+    assert [r.persistent_id for r in await other.load_all()] == [42]
+    assert os.stat(tmp_path / LOG_FILE).st_size > 0
+    await store.close()
