@@ -1,0 +1,128 @@
+"""configmap: backend specifics against the real apiserver: sharding and capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from hasmb.handles import PersistentOpenRecord, StoreFullError
+from hasmb.handles.configmap_store import LABEL_STORE, ConfigMapHandleStore
+
+MIB = 1 << 20
+
+
+def big_record(pid: int) -> PersistentOpenRecord:
+    return PersistentOpenRecord(
+        persistent_id=pid,
+        volatile_id=pid,
+        create_guid=uuid.uuid4().bytes,
+        client_guid=bytes(16),
+        share="data",
+        path="\\".join(["a-rather-long-directory-name"] * 16) + f"\\file-{pid}.bin",
+        desired_access=0x12019F,
+        share_access=7,
+        create_options=0x40,
+        file_attributes=0x20,
+        oplock_level=0,
+        durable_timeout_ms=60000,
+        user="alice",
+    )
+
+
+@pytest.fixture
+async def store_name(kube_cluster: Any) -> AsyncIterator[str]:
+    name = f"hs-{uuid.uuid4().hex[:10]}"
+    yield name
+    await asyncio.to_thread(
+        kube_cluster.kubectl,
+        "delete",
+        "configmap",
+        "-n",
+        "default",
+        "-l",
+        f"{LABEL_STORE}={name}",
+        "--wait=false",
+    )
+
+
+def shard_objects(kube_cluster: Any, name: str) -> dict[str, dict[str, str]]:
+    out = kube_cluster.kubectl(
+        "get", "configmap", "-n", "default", "-l", f"{LABEL_STORE}={name}", "-o", "json"
+    )
+    return {
+        item["metadata"]["name"]: item.get("data") or {} for item in json.loads(out.stdout)["items"]
+    }
+
+
+async def test_state_larger_than_one_object_is_sharded(kube_cluster: Any, store_name: str) -> None:
+    store = ConfigMapHandleStore(
+        "default", store_name, kubeconfig=str(kube_cluster.kubeconfig), shards=3
+    )
+    try:
+        await store.take_ownership("node-a")
+        n = 1600
+        records = [big_record(pid) for pid in range(1, n + 1)]
+        total = sum(len(r.to_json()) for r in records)
+        assert total > 1.1 * MIB
+        await asyncio.gather(*(store.put(r) for r in records))
+        assert store.stats.commits < n / 10
+    finally:
+        await store.close()
+
+    objects = await asyncio.to_thread(shard_objects, kube_cluster, store_name)
+    assert set(objects) == {f"{store_name}-meta", *(f"{store_name}-{i}" for i in range(3))}
+    seen: list[str] = []
+    for obj_name, data in objects.items():
+        size = sum(len(k) + len(v) for k, v in data.items())
+        assert size < MIB, f"{obj_name} holds {size} bytes"
+        if obj_name != f"{store_name}-meta":
+            assert data["epoch"] == "1"
+            keys = [k for k in data if k != "epoch"]
+            assert len(keys) > n / 6, f"{obj_name}: shards are unevenly used"
+            seen += keys
+    assert sorted(int(k, 16) for k in seen) == list(range(1, n + 1))
+
+    restarted = ConfigMapHandleStore("default", store_name, kubeconfig=str(kube_cluster.kubeconfig))
+    try:
+        assert await restarted.take_ownership("node-b") == 2
+        loaded = await restarted.load_all()
+        assert sorted(r.persistent_id for r in loaded) == list(range(1, n + 1))
+        # The shard count is the store's, fixed at creation, not the new object's default.
+        objects = await asyncio.to_thread(shard_objects, kube_cluster, store_name)
+        assert len(objects) == 4
+        assert {objects[f"{store_name}-{i}"]["epoch"] for i in range(3)} == {"2"}
+        # Deleting frees room in whichever shard held the record.
+        await asyncio.gather(*(restarted.delete(pid) for pid in range(1, n + 1, 2)))
+        assert len(await restarted.load_all()) == n // 2
+    finally:
+        await restarted.close()
+
+
+async def test_full_store_refuses_with_store_full(kube_cluster: Any, store_name: str) -> None:
+    store = ConfigMapHandleStore(
+        "default",
+        store_name,
+        kubeconfig=str(kube_cluster.kubeconfig),
+        shards=2,
+        shard_limit=8_000,
+    )
+    try:
+        await store.take_ownership("node-a")
+        stored = 0
+        with pytest.raises(StoreFullError):
+            for pid in range(1, 100):
+                await store.put(big_record(pid))
+                stored += 1
+        assert 4 <= stored < 100
+        # What was acknowledged is intact, and deleting makes room again.
+        assert len(await store.load_all()) == stored
+        await store.delete(1)
+        await store.put(big_record(1000))
+        assert len(await store.load_all()) == stored
+    finally:
+        await store.close()
