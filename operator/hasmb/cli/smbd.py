@@ -1,12 +1,99 @@
-"""Console script `hasmb-smbd`."""
+"""Console script `hasmb-smbd`: the SMB2/3 file server.
 
+    hasmb-smbd --listen 127.0.0.1:4450 --share NAME=PATH[:ca] --user NAME:PASSWORD
+               [--config FILE.yaml] [--netname NAME] [--state file:DIR] [--log-level info]
+
+Settings load from the YAML config (contract 3) first; flags override them.
+SIGTERM/SIGINT stop accepting connections, let in-flight requests finish
+(bounded by --drain-timeout) and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
 import sys
 
-from hasmb.cli._stub import not_implemented
+from hasmb.smb.config import (
+    ConfigError,
+    SmbdConfig,
+    load_file,
+    parse_share_flag,
+    parse_user_flag,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hasmb-smbd", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", help="YAML config file (flags override it)")
+    p.add_argument("--listen", help="HOST:PORT (default 0.0.0.0:445)")
+    p.add_argument("--share", action="append", default=[], help="NAME=PATH[:ca], repeatable")
+    p.add_argument("--user", action="append", default=[], help="NAME:PASSWORD, repeatable")
+    p.add_argument("--users-dir", help="directory of files named after users holding passwords")
+    p.add_argument("--netname", help="NetBIOS/DNS name of the server")
+    p.add_argument("--state", help="handle-state store: file:DIR | configmap:NS/NAME | etcd:URL")
+    p.add_argument("--log-level", help="debug, info, warning, error")
+    p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to drain on SIGTERM")
+    return p
+
+
+def load_config(args: argparse.Namespace) -> SmbdConfig:
+    cfg = load_file(args.config) if args.config else SmbdConfig()
+    if args.listen:
+        cfg.listen = args.listen
+    if args.netname:
+        cfg.netname = args.netname
+    if args.state:
+        cfg.state = args.state
+    if args.log_level:
+        cfg.log_level = args.log_level
+    if args.users_dir:
+        cfg.users_dir = args.users_dir
+    for spec in args.share:
+        share = parse_share_flag(spec)
+        cfg.shares = [s for s in cfg.shares if s.name.lower() != share.name.lower()]
+        cfg.shares.append(share)
+    for spec in args.user:
+        name, password = parse_user_flag(spec)
+        cfg.users[name] = password
+    if not cfg.state:
+        first = cfg.shares[0].path if cfg.shares else "."
+        cfg.state = f"file:{first.rstrip('/')}/.hasmb-state"
+    return cfg
+
+
+async def serve(cfg: SmbdConfig, drain_timeout: float) -> int:
+    from hasmb.smb.server import SmbServer
+
+    server = SmbServer(cfg)
+    host, port = cfg.listen_host_port()
+    await server.start(host, port)
+    stop = asyncio.Event()
+    server.install_signal_handlers(stop)
+    await stop.wait()
+    logging.getLogger("hasmb.smb").info("draining (up to %.0f s)", drain_timeout)
+    await server.stop(drain_timeout)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    return not_implemented("hasmb-smbd", "the SMB server issue")
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = load_config(args)
+        cfg.listen_host_port()
+    except (ConfigError, OSError) as exc:
+        print(f"hasmb-smbd: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(serve(cfg, args.drain_timeout))
+    except (ValueError, OSError) as exc:
+        print(f"hasmb-smbd: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,151 @@
+"""READ, WRITE and FLUSH (MS-SMB2 3.3.5.11-3.3.5.13), named-pipe I/O included."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+
+from hasmb.smb.constants import (
+    FILE_APPEND_DATA,
+    FILE_EXECUTE,
+    FILE_READ_DATA,
+    FILE_WRITE_DATA,
+    FILE_WRITE_THROUGH,
+    WRITEFLAG_WRITE_THROUGH,
+    Command,
+    Status,
+)
+from hasmb.smb.errors import SmbError, errno_to_status
+from hasmb.smb.request import Registry, Request
+from hasmb.smb.state import Open
+
+_READ_REQ = struct.Struct("<HBBIQ16sIIIHH")
+_READ_RESP = struct.Struct("<HBBIII")
+_WRITE_REQ = struct.Struct("<HHIQ16sIIHHI")
+_WRITE_RESP = struct.Struct("<HHIIHH")
+_FLUSH_REQ = struct.Struct("<HHI16s")
+THREAD_THRESHOLD = 64 * 1024
+APPEND_OFFSET = 0xFFFFFFFFFFFFFFFF
+MAX_FILE_OFFSET = 0x7FFFFFFFFFFFFFFF
+
+
+def register(reg: Registry) -> None:
+    reg.add(Command.READ, handle_read)
+    reg.add(Command.WRITE, handle_write)
+    reg.add(Command.FLUSH, handle_flush)
+
+
+def check_lock_conflict(op: Open, offset: int, length: int, write: bool) -> None:
+    """MS-FSA 2.1.4.10: I/O against a range another open has locked."""
+    node = op.node
+    if node is None or not node.locks or length == 0:
+        return
+    for lk in node.locks:
+        if not lk.overlaps(offset, length):
+            continue
+        if lk.open is op and (lk.exclusive or not write):
+            continue
+        if not lk.exclusive and not write:
+            continue
+        raise SmbError(Status.FILE_LOCK_CONFLICT)
+
+
+async def handle_read(req: Request) -> bytes:
+    req.structure_size(49)
+    (_, _pad, _flags, length, offset, file_id, min_count, _ch, _rem, _ci_off, _ci_len) = (
+        req.body(_READ_REQ)
+    )
+    op = req.lookup_open(file_id)
+    if length > req.conn.max_read:
+        raise SmbError(Status.INVALID_PARAMETER)
+    if op.pipe is not None:
+        data = await req.wait_cancellable(op.pipe.read(length))
+        if len(data) < length or not data:
+            pass
+        return _READ_RESP.pack(17, 80, 0, len(data), 0, 0) + data
+    if op.is_directory:
+        raise SmbError(Status.INVALID_DEVICE_REQUEST)
+    if not op.granted_access & (FILE_READ_DATA | FILE_EXECUTE):
+        raise SmbError(Status.ACCESS_DENIED)
+    if offset > MAX_FILE_OFFSET:
+        raise SmbError(Status.INVALID_PARAMETER)
+    check_lock_conflict(op, offset, length, write=False)
+    try:
+        if length > THREAD_THRESHOLD:
+            data = await asyncio.to_thread(os.pread, op.fd, length, offset)
+        else:
+            data = os.pread(op.fd, length, offset)
+    except OSError as exc:
+        raise SmbError(errno_to_status(exc)) from exc
+    if (not data and length > 0) or len(data) < min_count:
+        raise SmbError(Status.END_OF_FILE)
+    if not data and length == 0:
+        size = os.fstat(op.fd).st_size
+        if offset >= size and offset > 0:
+            raise SmbError(Status.END_OF_FILE)
+    op.position = offset + len(data)
+    return _READ_RESP.pack(17, 80, 0, len(data), 0, 0) + data
+
+
+async def handle_write(req: Request) -> bytes:
+    req.structure_size(49)
+    (_, data_off, length, offset, file_id, _ch, _rem, _ci_off, _ci_len, flags) = req.body(
+        _WRITE_REQ
+    )
+    op = req.lookup_open(file_id)
+    data = req.buffer(data_off, length)
+    if len(data) != length:
+        raise SmbError(Status.INVALID_PARAMETER)
+    if length > req.conn.max_write:
+        raise SmbError(Status.INVALID_PARAMETER)
+    if op.pipe is not None:
+        await op.pipe.write(data)
+        return _WRITE_RESP.pack(17, 0, length, 0, 0, 0)
+    if op.is_directory:
+        raise SmbError(Status.INVALID_DEVICE_REQUEST)
+    if not op.granted_access & (FILE_WRITE_DATA | FILE_APPEND_DATA):
+        raise SmbError(Status.ACCESS_DENIED)
+    if offset == APPEND_OFFSET:
+        offset = os.fstat(op.fd).st_size
+    elif not op.granted_access & FILE_WRITE_DATA:
+        raise SmbError(Status.ACCESS_DENIED)  # append-only opens may only write at the end
+    if offset > MAX_FILE_OFFSET or offset + length > MAX_FILE_OFFSET:
+        raise SmbError(Status.INVALID_PARAMETER)
+    check_lock_conflict(op, offset, length, write=True)
+    sync = bool(flags & WRITEFLAG_WRITE_THROUGH or op.create_options & FILE_WRITE_THROUGH)
+    try:
+        if length > THREAD_THRESHOLD or sync:
+            written = await asyncio.to_thread(_pwrite, op.fd, data, offset, sync)
+        else:
+            written = os.pwrite(op.fd, data, offset)
+    except OSError as exc:
+        raise SmbError(errno_to_status(exc)) from exc
+    op.position = offset + written
+    from hasmb.smb import oplock
+
+    oplock.on_write(req.server, op)
+    return _WRITE_RESP.pack(17, 0, written, 0, 0, 0)
+
+
+def _pwrite(fd: int, data: bytes, offset: int, sync: bool) -> int:
+    n = os.pwrite(fd, data, offset)
+    if sync:
+        os.fdatasync(fd)
+    return n
+
+
+async def handle_flush(req: Request) -> bytes:
+    req.structure_size(24)
+    (_, _r1, _r2, file_id) = req.body(_FLUSH_REQ)
+    op = req.lookup_open(file_id)
+    if op.pipe is not None:
+        return struct.pack("<HH", 4, 0)
+    if not op.granted_access & (FILE_WRITE_DATA | FILE_APPEND_DATA):
+        raise SmbError(Status.ACCESS_DENIED)
+    if op.fd >= 0:
+        try:
+            await asyncio.to_thread(os.fsync, op.fd)
+        except OSError as exc:
+            raise SmbError(errno_to_status(exc)) from exc
+    return struct.pack("<HH", 4, 0)
