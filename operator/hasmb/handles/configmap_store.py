@@ -239,18 +239,26 @@ class ConfigMapHandleStore(HandleStore):
             else:
                 new_ops.append((op, value))
         if new_ops:
+            # All new records of a batch go to one shard (the least filled), so
+            # a burst of creates is one round trip; spill over only when full.
             growth = {i: self._growth(i, p) for i, p in patches.items()}
+            order = sorted(self._shards, key=lambda s: (s.size + growth.get(s.index, 0), s.index))
+            pos = 0
             for op, value in new_ops:
                 key = record_key(op.persistent_id)
                 need = len(key) + len(value)
-                target = min(self._shards, key=lambda s: (s.size + growth.get(s.index, 0), s.index))
-                if target.size + growth.get(target.index, 0) + need > self.shard_limit:
+                while pos < len(order) and (
+                    order[pos].size + growth.get(order[pos].index, 0) + need > self.shard_limit
+                ):
+                    pos += 1
+                if pos == len(order):
                     raise StoreFullError(
                         f"configmap {self.namespace}/{self.name}: all {len(self._shards)} "
                         "shards are full"
                     )
-                patches.setdefault(target.index, {})[key] = value
-                growth[target.index] = growth.get(target.index, 0) + need
+                target = order[pos].index
+                patches.setdefault(target, {})[key] = value
+                growth[target] = growth.get(target, 0) + need
         return patches
 
     def _growth(self, index: int, patch: dict[str, str | None]) -> int:
@@ -402,6 +410,12 @@ class ConfigMapHandleStore(HandleStore):
             if is_record_key(key) and key not in data:
                 changes.append(StoreChange("delete", persistent_id=int(key, 16)))
         return changes
+
+    async def destroy(self) -> None:
+        """Delete every object of this store (the SVM and its state are gone)."""
+        await self.api.request(
+            "DELETE", self._base, params={"labelSelector": f"{LABEL_STORE}={self.name}"}
+        )
 
     async def _close(self) -> None:
         await self.api.close()
