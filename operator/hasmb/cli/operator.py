@@ -1,12 +1,62 @@
-"""Console script `hasmb-operator`."""
+"""Console script `hasmb-operator`: the kopf operator, standalone, namespaced or cluster-wide."""
 
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
 import sys
 
-from hasmb.cli._stub import not_implemented
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hasmb-operator",
+        description="Reconcile hasmb.io HAPair/SVM/Share/LIF resources into pods, Services, "
+        "ConfigMaps and Leases; run takeover, giveback, ARL, LIF moves and rolling upgrades.",
+    )
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="serve every namespace")
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="serve this namespace (repeatable)"
+    )
+    p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
+    p.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")
+    p.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    return not_implemented("hasmb-operator", "the operator issue")
+    args = _parser().parse_args(argv)
+    if not args.all_namespaces and not args.namespace:
+        args.all_namespaces = True
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+
+    import kopf
+
+    import hasmb.controller.handlers  # noqa: F401 - registers the handlers
+
+    kopf.configure(verbose=args.verbose, quiet=args.quiet)
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await kopf.operator(
+            standalone=True,
+            clusterwide=bool(args.all_namespaces),
+            namespaces=args.namespace,
+            liveness_endpoint=args.liveness,
+            memo=kopf.Memo(workers=args.workers),
+            stop_flag=stop,
+        )
+
+    asyncio.run(run())
+    return 0
 
 
 if __name__ == "__main__":

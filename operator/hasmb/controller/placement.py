@@ -1,0 +1,259 @@
+"""Pure decisions: who owns an SVM, where each LIF lives, which pod may be replaced.
+
+The reconciler feeds observed facts (node and pod health, the ownership Lease,
+the specs) into these functions and applies what they return, so takeover,
+giveback, ARL, LIF migrate/revert and the rolling upgrade are one state machine
+that is re-evaluated from scratch on every event. Nothing here remembers
+anything: an operator restarted at any point computes the same answer.
+
+Invariant kept by `pod_actions`: a pod is deleted only when the other pod of the
+pair is serving, owns the SVM and carries every LIF (never both pods down).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a node owns an SVM (kept in the Lease, so it survives restarts)."""
+
+    HOME = "Home"
+    RELOCATED = "Relocated"
+    PLANNED_TAKEOVER = "PlannedTakeover"
+    UPGRADE = "Upgrade"
+    FAILOVER = "Failover"
+    GIVEBACK = "Giveback"
+
+
+PLANNED = frozenset({Reason.RELOCATED, Reason.PLANNED_TAKEOVER, Reason.UPGRADE})
+
+
+@dataclass(frozen=True, slots=True)
+class PodFacts:
+    exists: bool = False
+    ready: bool = False
+    terminating: bool = False
+    current: bool = True  # runs the desired pod template (image etc.)
+    ready_since: float | None = None  # epoch seconds of the last Ready transition
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFacts:
+    exists: bool = False
+    ready: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PairView:
+    """What the decisions need to know about the pair and its members' health."""
+
+    nodes: tuple[str, str]
+    node_facts: dict[str, NodeFacts]
+    pod_facts: dict[str, PodFacts]
+    takeover: str | None = None  # spec.takeover of the HAPair
+    auto_giveback: bool = True
+    giveback_delay: float = 5.0
+    now: float = 0.0
+
+    def partner(self, node: str) -> str:
+        return self.nodes[1] if node == self.nodes[0] else self.nodes[0]
+
+    def node_ok(self, node: str) -> bool:
+        facts = self.node_facts.get(node, NodeFacts())
+        return facts.exists and facts.ready
+
+    def serving(self, node: str) -> bool:
+        """The node's pod can serve clients right now."""
+        pod = self.pod_facts.get(node, PodFacts())
+        return self.node_ok(node) and pod.exists and pod.ready and not pod.terminating
+
+    def stable(self, node: str) -> bool:
+        """Serving for at least the giveback delay (no flapping back onto a shaky node)."""
+        if not self.serving(node):
+            return False
+        since = self.pod_facts[node].ready_since
+        return since is None or self.now - since >= self.giveback_delay
+
+    def stable_in(self, node: str) -> float:
+        since = self.pod_facts.get(node, PodFacts()).ready_since
+        if since is None:
+            return 0.0
+        return max(0.0, self.giveback_delay - (self.now - since))
+
+    def outdated(self, node: str) -> bool:
+        pod = self.pod_facts.get(node, PodFacts())
+        return pod.exists and not pod.current
+
+    def draining(self, node: str, owner: str | None) -> bool:
+        """Node whose outdated pod is replaced next (rolling upgrade).
+
+        The non-owner goes first; the owner drains only once its partner runs the
+        new template, so ownership moves exactly once each way.
+        """
+        other = self.partner(node)
+        return (
+            self.outdated(node)
+            and self.serving(other)
+            and (not self.outdated(other) or owner == other)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerDecision:
+    owner: str | None  # None: nobody can serve yet and nothing was recorded
+    move: bool  # the Lease must change (epoch + 1)
+    reason: Reason
+    planned: bool
+    requeue_after: float | None = None  # re-evaluate then (giveback delay running)
+    message: str = ""
+
+
+def preferred_owner(
+    view: PairView, home: str, relocate_to: str | None, holder: str | None
+) -> tuple[str, Reason]:
+    """Where the SVM belongs given the specs (and a running upgrade)."""
+    node = relocate_to or home
+    reason = Reason.RELOCATED if relocate_to and relocate_to != home else Reason.HOME
+    if view.takeover == node:
+        node, reason = view.partner(node), Reason.PLANNED_TAKEOVER
+    if view.draining(node, holder):
+        node, reason = view.partner(node), Reason.UPGRADE
+    return node, reason
+
+
+def decide_owner(
+    view: PairView,
+    home: str,
+    relocate_to: str | None,
+    holder: str | None,
+    holder_reason: Reason | None,
+) -> OwnerDecision:
+    """The owner an SVM should have now; `holder` is the Lease's current holder."""
+    want, why = preferred_owner(view, home, relocate_to, holder)
+    other = view.partner(want)
+    planned = why in PLANNED
+
+    if holder is None or holder not in view.nodes:
+        if view.serving(want):
+            return OwnerDecision(want, True, why, planned, message=f"{want} takes ownership")
+        if not view.node_ok(want) and view.serving(other):
+            return OwnerDecision(
+                other, True, Reason.FAILOVER, False, message=f"{want} is down; {other} serves"
+            )
+        # Waiting for the preferred pod to start: no owner recorded yet.
+        return OwnerDecision(None, False, why, planned, message=f"waiting for the pod on {want}")
+
+    if holder == want:
+        if view.serving(want) or not view.serving(other):
+            return OwnerDecision(want, False, why, planned)
+        return OwnerDecision(
+            other,
+            True,
+            Reason.FAILOVER,
+            False,
+            message=f"pod on {want} is not serving; {other} takes over",
+        )
+
+    # holder == other: the SVM is away from where it belongs.
+    if not view.serving(want):
+        return OwnerDecision(holder, False, holder_reason or Reason.FAILOVER, False)
+    if not view.serving(holder):
+        return OwnerDecision(
+            want,
+            True,
+            Reason.FAILOVER,
+            False,
+            message=f"{holder} is not serving; {want} takes over",
+        )
+    if planned:
+        return OwnerDecision(want, True, why, True, message=f"{why.value}: {holder} -> {want}")
+    # Back to the preferred node after a failover or a finished planned operation.
+    if holder_reason in PLANNED:
+        return OwnerDecision(
+            want, True, Reason.GIVEBACK, True, message=f"giveback {holder} -> {want}"
+        )
+    if not view.auto_giveback:
+        return OwnerDecision(
+            holder,
+            False,
+            holder_reason or Reason.FAILOVER,
+            False,
+            message=f"autoGiveback is off: {holder} keeps the SVM until giveback of {want}",
+        )
+    if not view.stable(want):
+        return OwnerDecision(
+            holder,
+            False,
+            holder_reason or Reason.FAILOVER,
+            False,
+            requeue_after=max(0.05, view.stable_in(want)),
+            message=f"giveback to {want} once it has been healthy for {view.giveback_delay:g}s",
+        )
+    return OwnerDecision(want, True, Reason.GIVEBACK, False, message=f"auto giveback -> {want}")
+
+
+@dataclass(frozen=True, slots=True)
+class LifDecision:
+    node: str
+    state: str  # Home, Migrated, FailedOver, Down
+    requeue_after: float | None = None
+
+
+def decide_lif(
+    view: PairView,
+    home: str,
+    migrate_to: str | None,
+    current: str | None,
+    owner: str | None,
+) -> LifDecision:
+    """The node whose pod a LIF's Service should select now (`current`: selected now)."""
+    want = migrate_to or home
+    if view.takeover == want or view.draining(want, owner):
+        want = view.partner(want)
+    base = "Home" if want == home else "Migrated"
+    other = view.partner(want)
+    if view.serving(want):
+        reverting = (
+            current == other
+            and view.serving(other)
+            and view.takeover != other
+            and not view.draining(other, owner)
+            and not view.stable(want)
+        )
+        if reverting:
+            # Back from a failover: only once the node has stayed healthy.
+            return LifDecision(other, "FailedOver", requeue_after=max(0.05, view.stable_in(want)))
+        return LifDecision(want, base)
+    if view.serving(other):
+        return LifDecision(other, "FailedOver")
+    return LifDecision(current or want, "Down")
+
+
+@dataclass(slots=True)
+class PodActions:
+    create: list[str] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    waiting: list[str] = field(default_factory=list)  # outdated pods that must wait
+
+
+def pod_actions(view: PairView, owner: str | None, lif_nodes: list[str]) -> PodActions:
+    """Create missing pods; replace outdated ones one at a time, never the last server."""
+    actions = PodActions()
+    for node in view.nodes:
+        pod = view.pod_facts.get(node, PodFacts())
+        if not pod.exists:
+            actions.create.append(node)
+            continue
+        if pod.terminating or pod.current:
+            continue
+        other = view.partner(node)
+        safe = owner == other and view.serving(other) and node not in lif_nodes
+        # When the other pod cannot serve anyway (e.g. a fresh pair), replacing is harmless.
+        lonely = not view.serving(node) and not view.serving(other) and owner != node
+        if safe or lonely:
+            actions.delete.append(node)
+        else:
+            actions.waiting.append(node)
+    return actions

@@ -1,0 +1,99 @@
+"""The operator's in-memory view of the cluster, fed by kopf's watch events.
+
+Objects are kept as plain bodies keyed by kind and (namespace, name), with an
+index from an SVM to the objects that belong to it, so a reconcile reads what it
+needs without listing the API server. Decisions that would be destructive on a
+stale view (taking ownership away from a pod) re-read the API first.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hasmb.controller.render import LABEL_SVM
+
+Key = tuple[str, str]  # (namespace, name)
+Body = dict[str, Any]
+
+# Kinds whose objects point at their SVM through spec.svm; the rest through the label.
+_SPEC_SVM_KINDS = frozenset({"Share", "LIF"})
+
+
+def key_of(body: Body) -> Key:
+    md = body.get("metadata") or {}
+    return (str(md.get("namespace") or ""), str(md.get("name") or ""))
+
+
+def svm_of(kind: str, body: Body) -> str | None:
+    if kind in _SPEC_SVM_KINDS:
+        svm = (body.get("spec") or {}).get("svm")
+        return str(svm) if svm else None
+    if kind == "SVM":
+        return key_of(body)[1]
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    svm = labels.get(LABEL_SVM)
+    return str(svm) if svm else None
+
+
+def resource_version(body: Body) -> int:
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclass
+class Store:
+    objects: dict[str, dict[Key, Body]] = field(default_factory=lambda: defaultdict(dict))
+    # (kind, namespace, svm) -> names
+    by_svm: dict[tuple[str, str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def put(self, kind: str, body: Body) -> Body | None:
+        """Store `body`; returns the previous version. Older versions never replace newer."""
+        key = key_of(body)
+        old = self.objects[kind].get(key)
+        if old is not None and resource_version(old) > resource_version(body) > 0:
+            return old
+        if old is not None:
+            self._unindex(kind, old)
+        self.objects[kind][key] = body
+        svm = svm_of(kind, body)
+        if svm is not None:
+            self.by_svm[(kind, key[0], svm)].add(key[1])
+        return old
+
+    def remove(self, kind: str, body: Body) -> Body | None:
+        old = self.objects[kind].pop(key_of(body), None)
+        if old is not None:
+            self._unindex(kind, old)
+        return old
+
+    def _unindex(self, kind: str, body: Body) -> None:
+        ns, name = key_of(body)
+        svm = svm_of(kind, body)
+        if svm is not None:
+            names = self.by_svm.get((kind, ns, svm))
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del self.by_svm[(kind, ns, svm)]
+
+    def get(self, kind: str, namespace: str, name: str) -> Body | None:
+        return self.objects[kind].get((namespace, name))
+
+    def all(self, kind: str, namespace: str | None = None) -> Iterable[Body]:
+        for (ns, _), body in list(self.objects[kind].items()):
+            if namespace is None or ns == namespace:
+                yield body
+
+    def of_svm(self, kind: str, namespace: str, svm: str) -> list[Body]:
+        names = sorted(self.by_svm.get((kind, namespace, svm), ()))
+        out = []
+        for name in names:
+            body = self.objects[kind].get((namespace, name))
+            if body is not None:
+                out.append(body)
+        return out

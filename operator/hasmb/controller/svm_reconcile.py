@@ -1,0 +1,701 @@
+"""Reconcile one SVM: ownership Lease, LIF Services, pods, ConfigMaps and statuses.
+
+Level-triggered and idempotent: every call recomputes the whole desired state
+from the cached view (`Store`) with the pure decisions of `placement`, applies
+the differences and writes status. Order matters for the never-both-down rule:
+ownership moves first (a CAS on the Lease), then the LIF Services follow, and
+only then may a pod be deleted.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from hasmb.controller import render
+from hasmb.controller.conditions import Condition, merge_conditions, now_iso, status_changed
+from hasmb.controller.facts import node_facts, parse_time, persistent_handles, pod_facts, pod_node
+from hasmb.controller.model import LIF, SVM, HAPair, Share, lif_ip_owner
+from hasmb.controller.placement import (
+    LifDecision,
+    OwnerDecision,
+    PairView,
+    Reason,
+    decide_lif,
+    decide_owner,
+    pod_actions,
+)
+from hasmb.controller.runtime import Runtime
+from hasmb.kube.client import (
+    CONFIGMAPS,
+    HAPAIRS,
+    LEASES,
+    LIFS,
+    NODES,
+    PODS,
+    SERVICES,
+    SHARES,
+    SVMS,
+    ApiError,
+)
+
+log = logging.getLogger("hasmb.operator.svm")
+
+Body = dict[str, Any]
+
+
+def _deleting(body: Body) -> bool:
+    return bool((body.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def _iso(ts: float) -> str:
+    return render.micro_time(ts)[:19] + "Z"
+
+
+async def _create_or_fetch(rt: Runtime, kind: str, res: Any, body: Body) -> Body:
+    """Create; when it already exists (a stale cache), take the live object instead."""
+    try:
+        created = await rt.kube.create(res, body)
+    except ApiError as exc:
+        if not exc.conflict:
+            raise
+        md = body["metadata"]
+        created = await rt.kube.get(res, md.get("namespace"), md["name"])
+    rt.store.put(kind, created)
+    return created
+
+
+def _failure_time(pod: Body | None, node: Body | None, now: float) -> float:
+    """Best estimate of when the serving side failed (for takeover durations)."""
+    candidates: list[float] = []
+    if pod is not None:
+        md = pod.get("metadata") or {}
+        deleted = parse_time(md.get("deletionTimestamp"))
+        if deleted is not None:
+            candidates.append(deleted - float(md.get("deletionGracePeriodSeconds") or 0))
+        for cond in (pod.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Ready" and cond.get("status") != "True":
+                t = parse_time(cond.get("lastTransitionTime"))
+                if t is not None:
+                    candidates.append(t)
+    if node is not None:
+        for cond in (node.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Ready" and cond.get("status") != "True":
+                t = parse_time(cond.get("lastTransitionTime"))
+                if t is not None:
+                    candidates.append(t)
+    valid = [t for t in candidates if t <= now]
+    return min(valid) if valid else now
+
+
+async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
+    store = rt.store
+    body = store.get("SVM", namespace, name)
+    share_bodies = store.of_svm("Share", namespace, name)
+    lif_bodies = store.of_svm("LIF", namespace, name)
+    if body is None or _deleting(body):
+        await _orphaned(rt, namespace, name, share_bodies, lif_bodies)
+        return None
+
+    svm = SVM.from_body(body)
+    pair_body = store.get("HAPair", namespace, svm.pair)
+    pair = HAPair.from_body(pair_body) if pair_body is not None else None
+    lease_body = store.get("Lease", namespace, svm.lease_name)
+    own = render.read_ownership(lease_body)
+
+    errors = svm.validate(pair)
+    if pair is not None:
+        errors += [f"HAPair {pair.meta.name}: {e}" for e in pair.validate()]
+        if own.holder is None:
+            # Before the SVM ever ran, a missing node is a typo, not a failure.
+            for node in pair.nodes:
+                if store.get("Node", "", node) is None:
+                    errors.append(
+                        f"node {node!r} of HAPair {pair.meta.name} does not exist: "
+                        "fix spec.nodes of the HAPair"
+                    )
+    if errors or pair is None:
+        await _write_invalid(rt, body, svm, errors, share_bodies, lif_bodies)
+        return None
+
+    now = rt.clock()
+    desired_hash = render.pod_hash(svm)
+    pods: dict[str, Body] = {}
+    strays: list[Body] = []
+    for pod_body in store.of_svm("Pod", namespace, name):
+        on = pod_node(pod_body)
+        if on is not None and on in pair.nodes and pod_body["metadata"]["name"] == svm.pod_name(on):
+            pods[on] = pod_body
+        else:
+            strays.append(pod_body)
+    nodes = (pair.nodes[0], pair.nodes[1])
+    view = PairView(
+        nodes=nodes,
+        node_facts={n: node_facts(store.get("Node", "", n)) for n in nodes},
+        pod_facts={n: pod_facts(pods.get(n), desired_hash) for n in nodes},
+        takeover=pair.takeover,
+        auto_giveback=pair.auto_giveback,
+        giveback_delay=pair.auto_giveback_delay,
+        now=now,
+    )
+    holder_reason = _reason(own.reason)
+    decision = decide_owner(view, svm.home_node, svm.relocate_to, own.holder, holder_reason)
+
+    if decision.move and own.holder in nodes and not view.serving(own.holder or ""):
+        # Taking ownership away is destructive: confirm on live objects, not the cache.
+        holder = own.holder or ""
+        live_pod = await rt.kube.get_or_none(PODS, namespace, svm.pod_name(holder))
+        live_node = await rt.kube.get_or_none(NODES, None, holder)
+        if live_pod is not None:
+            store.put("Pod", live_pod)
+        if live_node is not None:
+            store.put("Node", live_node)
+        fresh = pod_facts(live_pod, desired_hash)
+        fresh_node = node_facts(live_node)
+        if fresh.exists and fresh.ready and not fresh.terminating and fresh_node.ready:
+            log.info(
+                "svm %s/%s: cache said %s was down, live objects disagree", namespace, name, holder
+            )
+            return 0.0
+        rt.failure_seen.setdefault((namespace, name), _failure_time(live_pod, live_node, now))
+
+    owner = own.holder
+    epoch = own.epoch
+    move_record: dict[str, Any] | None = None
+    if decision.owner is not None and (decision.move or own.reason != decision.reason.value):
+        new_epoch = own.epoch + 1 if decision.move else own.epoch
+        lease = render.lease(svm, decision.owner, new_epoch, decision.reason.value, now, lease_body)
+        try:
+            if lease_body is None:
+                lease.setdefault("metadata", {}).pop("resourceVersion", None)
+                written = await rt.kube.create(LEASES, lease)
+            else:
+                written = await rt.kube.replace(LEASES, lease)
+        except ApiError as exc:
+            if not exc.conflict:
+                raise
+            # Someone else (the partner pod, another operator) moved first: re-read, re-decide.
+            live = await rt.kube.get_or_none(LEASES, namespace, svm.lease_name)
+            if live is not None:
+                store.put("Lease", live)
+            return 0.0
+        store.put("Lease", written)
+        if decision.move:
+            move_record = await _record_move(
+                rt, body, svm, pair, own.holder, decision, new_epoch, now
+            )
+        owner, epoch = decision.owner, new_epoch
+
+    # LIFs follow ownership before any pod may go away.
+    all_lifs = [LIF.from_body(b) for b in store.all("LIF", namespace)]
+    created_at = {
+        lif.meta.name: str(b["metadata"].get("creationTimestamp", ""))
+        for lif, b in zip(all_lifs, store.all("LIF", namespace), strict=False)
+    }
+    ip_holders = lif_ip_owner([(created_at.get(lf.meta.name, ""), lf) for lf in all_lifs])
+    lif_states: list[tuple[Body, LIF, list[str], LifDecision | None, Body | None]] = []
+    requeues: list[float] = []
+    if decision.requeue_after is not None:
+        requeues.append(decision.requeue_after)
+    for lif_body in lif_bodies:
+        lif = LIF.from_body(lif_body)
+        lif_errors = lif.validate(pair, ip_holders.get(lif.ip) if lif.ip else None)
+        svc = store.get("Service", namespace, lif.service_name)
+        if lif_errors:
+            lif_states.append((lif_body, lif, lif_errors, None, svc))
+            continue
+        current = ((svc or {}).get("spec") or {}).get("selector", {}).get(render.LABEL_NODE)
+        lif_decision = decide_lif(view, lif.home_node, lif.migrate_to, current, owner)
+        if lif_decision.requeue_after is not None:
+            requeues.append(lif_decision.requeue_after)
+        if svc is None:
+            try:
+                svc = await _create_or_fetch(
+                    rt,
+                    "Service",
+                    SERVICES,
+                    render.service(lif, name, lif_decision.node, lif_decision.state),
+                )
+            except ApiError as exc:
+                if exc.status not in (409, 422):
+                    raise
+                lif_states.append(
+                    (lif_body, lif, [f"cannot create Service: {exc.message}"], None, None)
+                )
+                continue
+        else:
+            annotations = (svc.get("metadata") or {}).get("annotations") or {}
+            if (
+                current != lif_decision.node
+                or annotations.get(render.ANN_LIF_STATE) != lif_decision.state
+            ):
+                svc = await rt.kube.patch(
+                    SERVICES,
+                    namespace,
+                    lif.service_name,
+                    render.selector_patch(lif_decision.node, lif_decision.state),
+                )
+                store.put("Service", svc)
+                if current != lif_decision.node:
+                    await _lif_moved(rt, lif_body, current, lif_decision)
+        lif_states.append((lif_body, lif, [], lif_decision, svc))
+    if move_record is not None:
+        await _complete_move(rt, body, move_record)
+
+    # Pods: create missing ones, replace outdated ones one at a time.
+    lif_nodes = [d.node for _, _, _, d, _ in lif_states if d is not None]
+    actions = pod_actions(view, owner, lif_nodes)
+    for node in actions.create:
+        await _create_or_fetch(rt, "Pod", PODS, render.pod(svm, node))
+    for node in actions.delete:
+        await rt.kube.delete(PODS, namespace, svm.pod_name(node))
+        await _event(rt, body, "Upgrading", f"replacing pod on {node} with image {svm.image}")
+    for stray in strays:
+        if not _deleting(stray):
+            await rt.kube.delete(PODS, namespace, stray["metadata"]["name"])
+
+    # ConfigMaps: shares and witness interfaces reach running pods without a restart.
+    shares = [Share.from_body(b) for b in share_bodies]
+    valid_shares = [s for s in shares if not s.validate()]
+    placements = [
+        render.LifPlacement(
+            name=lif.meta.name,
+            ip=((svc or {}).get("spec") or {}).get("clusterIP") or lif.ip,
+            node=d.node,
+            available=d.state != "Down",
+        )
+        for _, lif, _, d, svc in lif_states
+        if d is not None
+    ]
+    cm = render.config_map(svm, render.smbd_config(svm, valid_shares, placements))
+    live_cm = store.get("ConfigMap", namespace, svm.config_map_name)
+    if live_cm is None:
+        live_cm = await _create_or_fetch(rt, "ConfigMap", CONFIGMAPS, cm)
+    want_hash = cm["metadata"]["annotations"][render.ANN_CONFIG_HASH]
+    have_hash = ((live_cm.get("metadata") or {}).get("annotations") or {}).get(
+        render.ANN_CONFIG_HASH
+    )
+    if have_hash != want_hash:
+        patched = await rt.kube.patch(
+            CONFIGMAPS,
+            namespace,
+            svm.config_map_name,
+            {"metadata": {"annotations": cm["metadata"]["annotations"]}, "data": cm["data"]},
+        )
+        store.put("ConfigMap", patched)
+    if (
+        svm.state_store == "configmap"
+        and store.get("ConfigMap", namespace, svm.state_map_name) is None
+    ):
+        await _create_or_fetch(rt, "ConfigMap", CONFIGMAPS, render.state_config_map(svm))
+
+    await _write_svm_status(
+        rt, body, svm, view, decision, owner, epoch, pods, actions.waiting, desired_hash
+    )
+    await _write_share_statuses(rt, shares, owner, view.serving(owner or ""))
+    await _write_lif_statuses(rt, lif_states, svm)
+    return min(requeues) if requeues else None
+
+
+def _reason(text: str | None) -> Reason | None:
+    try:
+        return Reason(text) if text else None
+    except ValueError:
+        return None
+
+
+async def _event(rt: Runtime, body: Body, reason: str, message: str, warning: bool = False) -> None:
+    try:
+        await rt.kube.event(body, reason, message, warning)
+    except ApiError as exc:  # an Event is never worth failing a reconcile for
+        log.warning("event %s on %s: %s", reason, body["metadata"].get("name"), exc)
+
+
+async def _record_move(
+    rt: Runtime,
+    body: Body,
+    svm: SVM,
+    pair: HAPair,
+    old: str | None,
+    decision: OwnerDecision,
+    epoch: int,
+    now: float,
+) -> dict[str, Any]:
+    key = (svm.meta.namespace, svm.meta.name)
+    start = rt.failure_seen.pop(key, now)
+    kind = "lastGiveback" if decision.reason is Reason.GIVEBACK else "lastTakeover"
+    if old is None:
+        kind = ""  # the first owner: nothing moved
+    event_reason = {
+        Reason.FAILOVER: "Takeover",
+        Reason.GIVEBACK: "Giveback",
+        Reason.PLANNED_TAKEOVER: "PlannedTakeover",
+        Reason.RELOCATED: "Relocated",
+        Reason.UPGRADE: "UpgradeTakeover",
+        Reason.HOME: "Owned",
+    }[decision.reason]
+    if old is None:
+        event_reason = "Owned"
+    where = f"{old} -> {decision.owner}" if old else f"owner {decision.owner}"
+    msg = f"{decision.message or decision.reason.value}; epoch {epoch} ({where})"
+    await _event(rt, body, event_reason, msg, warning=decision.reason is Reason.FAILOVER)
+    log.info("svm %s/%s: %s", svm.meta.namespace, svm.meta.name, msg)
+    if (
+        decision.reason is Reason.FAILOVER
+        and old is not None
+        and old == svm.preferred_node()
+        and not pair.auto_giveback
+        and pair.takeover is None
+    ):
+        # autoGiveback off: hold the takeover declaratively until someone gives back.
+        await rt.kube.patch(
+            HAPAIRS, pair.meta.namespace, pair.meta.name, {"spec": {"takeover": old}}
+        )
+        pair_body = rt.store.get("HAPair", pair.meta.namespace, pair.meta.name)
+        if pair_body is not None:
+            await _event(
+                rt,
+                pair_body,
+                "TakeoverHeld",
+                f"autoGiveback is off: {old} stays taken over; run `kubectl hasmb giveback {old}`",
+                warning=True,
+            )
+    return {
+        "kind": kind,
+        "record": {
+            "from": old or "",
+            "to": decision.owner or "",
+            "epoch": epoch,
+            "planned": decision.planned,
+            "reason": decision.message or decision.reason.value,
+            "startTime": _iso(start),
+            "_start": start,
+        },
+    }
+
+
+async def _complete_move(rt: Runtime, body: Body, move: dict[str, Any]) -> None:
+    if not move["kind"]:
+        return
+    record = dict(move["record"])
+    start = record.pop("_start")
+    end = rt.clock()
+    record["completionTime"] = _iso(end)
+    record["durationSeconds"] = round(max(0.0, end - start), 3)
+    md = body["metadata"]
+    patched = await rt.kube.patch_status(SVMS, md["namespace"], md["name"], {move["kind"]: record})
+    rt.store.put("SVM", patched)
+    body.setdefault("status", {})[move["kind"]] = record
+
+
+async def _lif_moved(rt: Runtime, lif_body: Body, old: str | None, d: LifDecision) -> None:
+    reason = {"Home": "Reverted", "Migrated": "Migrated", "FailedOver": "FailedOver"}.get(
+        d.state, d.state
+    )
+    await _event(
+        rt,
+        lif_body,
+        reason,
+        f"LIF moved {old} -> {d.node} ({d.state})",
+        warning=d.state in ("FailedOver", "Down"),
+    )
+
+
+async def _orphaned(
+    rt: Runtime, namespace: str, name: str, share_bodies: list[Body], lif_bodies: list[Body]
+) -> None:
+    """The SVM is gone: its LIF Services go too; Shares and LIFs say why they do nothing."""
+    for svc in rt.store.of_svm("Service", namespace, name):
+        if not _deleting(svc):
+            await rt.kube.delete(SERVICES, namespace, svc["metadata"]["name"])
+    msg = f"SVM {name!r} does not exist in namespace {namespace}"
+    for kind, res, bodies in (("Share", SHARES, share_bodies), ("LIF", LIFS, lif_bodies)):
+        for b in bodies:
+            await _patch_cr_status(rt, kind, res, b, _unready_status(b, "SVMNotFound", msg))
+
+
+def _unready_status(body: Body, reason: str, message: str) -> dict[str, Any]:
+    gen = int(body["metadata"].get("generation") or 0)
+    old = (body.get("status") or {}).get("conditions")
+    return {
+        "observedGeneration": gen,
+        "conditions": merge_conditions(
+            old,
+            [
+                Condition("Ready", False, reason, message),
+                Condition("Available", False, reason, message),
+                Condition("Degraded", True, reason, message),
+                Condition("Progressing", False, reason, message),
+            ],
+            gen,
+            now_iso(),
+        ),
+    }
+
+
+async def _patch_cr_status(
+    rt: Runtime, kind: str, res: Any, body: Body, status: dict[str, Any]
+) -> None:
+    if not status_changed(body.get("status"), status):
+        return
+    md = body["metadata"]
+    try:
+        patched = await rt.kube.patch_status(res, md["namespace"], md["name"], status)
+    except ApiError as exc:
+        if exc.not_found:
+            return
+        raise
+    rt.store.put(kind, patched)
+    old_ready = _ready_of(body.get("status"))
+    new_ready = _ready_of(status)
+    if new_ready is not None and new_ready != old_ready:
+        ready, reason, message = new_ready
+        await _event(
+            rt,
+            body,
+            "Ready" if ready == "True" else reason,
+            message or reason,
+            warning=ready != "True",
+        )
+
+
+def _ready_of(status: dict[str, Any] | None) -> tuple[str, str, str] | None:
+    for cond in (status or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return (str(cond.get("status")), str(cond.get("reason")), str(cond.get("message", "")))
+    return None
+
+
+async def _write_invalid(
+    rt: Runtime,
+    body: Body,
+    svm: SVM,
+    errors: list[str],
+    share_bodies: list[Body],
+    lif_bodies: list[Body],
+) -> None:
+    message = "; ".join(errors) or "invalid"
+    reason = (
+        "PairNotFound" if any("does not exist in namespace" in e for e in errors) else "InvalidSpec"
+    )
+    if any("of HAPair" in e and "does not exist" in e for e in errors):
+        reason = "NodeNotFound"
+    await _patch_cr_status(rt, "SVM", SVMS, body, _unready_status(body, reason, message))
+    for kind, res, bodies in (("Share", SHARES, share_bodies), ("LIF", LIFS, lif_bodies)):
+        for b in bodies:
+            await _patch_cr_status(
+                rt,
+                kind,
+                res,
+                b,
+                _unready_status(b, "SVMNotReady", f"SVM {svm.meta.name}: {message}"),
+            )
+
+
+async def _write_svm_status(
+    rt: Runtime,
+    body: Body,
+    svm: SVM,
+    view: PairView,
+    decision: OwnerDecision,
+    owner: str | None,
+    epoch: int,
+    pods: dict[str, Body],
+    waiting: list[str],
+    desired_hash: str,
+) -> None:
+    serving = owner is not None and view.serving(owner)
+    preferred = svm.preferred_node()
+    unhealthy = [n for n in view.nodes if not view.serving(n)]
+    outdated = [n for n in view.nodes if view.outdated(n)]
+    missing = [n for n in view.nodes if not view.pod_facts[n].exists]
+    conds = [
+        Condition(
+            "Ready",
+            serving,
+            "Serving" if serving else ("NoOwner" if owner is None else "OwnerNotServing"),
+            f"served by {owner}, epoch {epoch}"
+            if serving
+            else (decision.message or "waiting for a serving pod"),
+        ),
+        Condition(
+            "Available",
+            serving,
+            "Available" if serving else "Unavailable",
+            f"owner {owner} is serving" if serving else "no pod of the pair serves the SVM",
+        ),
+        Condition(
+            "Degraded",
+            bool(unhealthy)
+            or (
+                owner is not None
+                and owner != preferred
+                and view.takeover is None
+                and decision.reason not in (Reason.UPGRADE, Reason.RELOCATED)
+            ),
+            "PodsNotServing" if unhealthy else ("TakenOver" if owner != preferred else "Healthy"),
+            (
+                f"not serving: {', '.join(unhealthy)}"
+                if unhealthy
+                else f"owned by {owner}, home {preferred}"
+            ),
+        ),
+        Condition(
+            "Progressing",
+            bool(
+                outdated
+                or missing
+                or decision.requeue_after is not None
+                or (owner is not None and owner != decision.owner)
+            ),
+            "Upgrading"
+            if outdated
+            else (
+                "CreatingPods"
+                if missing
+                else ("GivebackPending" if decision.requeue_after else "Stable")
+            ),
+            (f"replacing pods on {', '.join(outdated)}" if outdated else (decision.message or "")),
+        ),
+    ]
+    gen = int(body["metadata"].get("generation") or 0)
+    old = body.get("status") or {}
+    pods_status = []
+    for node in view.nodes:
+        p = pods.get(node)
+        pods_status.append(
+            {
+                "node": node,
+                "name": svm.pod_name(node),
+                "ready": view.serving(node),
+                "image": (((p or {}).get("spec") or {}).get("containers") or [{}])[0].get(
+                    "image", ""
+                ),
+                "role": "owner" if node == owner else "standby",
+            }
+        )
+    upgrade_phase = (
+        "Upgrading"
+        if outdated
+        else (
+            "Complete"
+            if old.get("upgrade", {}).get("phase") in ("Upgrading", "Complete")
+            else "Idle"
+        )
+    )
+    status: dict[str, Any] = {
+        "observedGeneration": gen,
+        "currentNode": owner or "",
+        "homeNode": svm.home_node,
+        "epoch": epoch,
+        "persistentHandles": persistent_handles(pods.get(owner or "")),
+        "ownerReason": decision.reason.value
+        if owner == decision.owner
+        else (old.get("ownerReason") or ""),
+        "lease": svm.lease_name,
+        "configMap": svm.config_map_name,
+        "image": svm.image if not outdated else old.get("image", ""),
+        "upgrade": {
+            "phase": upgrade_phase,
+            "node": (waiting or outdated or [""])[0],
+            "image": svm.image,
+            "message": f"replacing {', '.join(outdated)}"
+            if outdated
+            else "all pods run the desired image",
+        },
+        "pods": pods_status,
+    }
+    status["conditions"] = merge_conditions(old.get("conditions"), conds, gen, now_iso())
+    await _patch_cr_status(rt, "SVM", SVMS, body, status)
+
+
+async def _write_share_statuses(
+    rt: Runtime, shares: list[Share], owner: str | None, serving: bool
+) -> None:
+    for share in shares:
+        body = rt.store.get("Share", share.meta.namespace, share.meta.name)
+        if body is None:
+            continue
+        errors = share.validate()
+        gen = share.meta.generation
+        if errors:
+            status = _unready_status(body, "InvalidSpec", "; ".join(errors))
+        else:
+            msg = f"served by {owner}" if serving else "the SVM has no serving pod"
+            status = {
+                "observedGeneration": gen,
+                "shareName": share.share_name,
+                "exportPath": share.export_path,
+                "currentNode": owner or "",
+                "conditions": merge_conditions(
+                    (body.get("status") or {}).get("conditions"),
+                    [
+                        Condition("Ready", serving, "Serving" if serving else "SVMNotServing", msg),
+                        Condition(
+                            "Available", serving, "Serving" if serving else "SVMNotServing", msg
+                        ),
+                        Condition(
+                            "Degraded",
+                            not serving,
+                            "SVMNotServing" if not serving else "Healthy",
+                            msg,
+                        ),
+                        Condition("Progressing", False, "Stable", "in the SVM's config"),
+                    ],
+                    gen,
+                    now_iso(),
+                ),
+            }
+        await _patch_cr_status(rt, "Share", SHARES, body, status)
+
+
+async def _write_lif_statuses(
+    rt: Runtime,
+    lif_states: list[tuple[Body, LIF, list[str], LifDecision | None, Body | None]],
+    svm: SVM,
+) -> None:
+    for lif_body, lif, errors, d, svc in lif_states:
+        body = rt.store.get("LIF", lif.meta.namespace, lif.meta.name) or lif_body
+        gen = lif.meta.generation
+        if errors or d is None:
+            reason = "IPConflict" if any("already used" in e for e in errors) else "InvalidSpec"
+            status = _unready_status(body, reason, "; ".join(errors))
+            status.update({"state": "Invalid", "homeNode": lif.home_node})
+            await _patch_cr_status(rt, "LIF", LIFS, body, status)
+            continue
+        ip = ((svc or {}).get("spec") or {}).get("clusterIP") or ""
+        up = d.state != "Down"
+        msg = f"Service {lif.service_name} ({ip}) selects the pod on {d.node}"
+        status = {
+            "observedGeneration": gen,
+            "ip": ip,
+            "service": lif.service_name,
+            "homeNode": lif.home_node,
+            "currentNode": d.node,
+            "state": d.state,
+            "conditions": merge_conditions(
+                (body.get("status") or {}).get("conditions"),
+                [
+                    Condition("Ready", up, d.state if up else "NoServingPod", msg),
+                    Condition("Available", up, "Available" if up else "NoServingPod", msg),
+                    Condition("Degraded", d.state in ("FailedOver", "Down"), d.state, msg),
+                    Condition(
+                        "Progressing",
+                        d.requeue_after is not None,
+                        "RevertPending" if d.requeue_after else "Stable",
+                        msg,
+                    ),
+                ],
+                gen,
+                now_iso(),
+            ),
+        }
+        old_node = (body.get("status") or {}).get("currentNode")
+        if old_node and old_node != d.node:
+            status["lastMove"] = {
+                "from": old_node,
+                "to": d.node,
+                "reason": d.state,
+                "time": now_iso(),
+            }
+        await _patch_cr_status(rt, "LIF", LIFS, body, status)
