@@ -314,6 +314,13 @@ class RpcConnection:
             await self._fault(h.call_id, FAULT_ACCESS_DENIED, part.context_id)
             return True
         user = sec.user if sec is not None else self._transport_user
+        log.debug(
+            "rpc[%d]: call %d opnum %d (%d bytes)",
+            self.association.conn_id,
+            h.call_id,
+            part.opnum,
+            len(part.stub),
+        )
         ctx = CallContext(self.association, h.call_id, level, user)
         task = asyncio.create_task(
             self._run_call(iface, part.opnum, bytes(part.stub), ctx, part.context_id)

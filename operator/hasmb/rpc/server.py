@@ -15,8 +15,15 @@ from collections.abc import Sequence
 
 from hasmb.rpc.connection import MAX_FRAG, RpcConnection
 from hasmb.rpc.interface import RpcInterface
-from hasmb.rpc.pdu import HEADER_SIZE, NCA_S_PROTO_ERROR, PFC_FIRST_FRAG, PFC_LAST_FRAG, PType
-from hasmb.rpc.pdu import build_pdu, fault_body
+from hasmb.rpc.pdu import (
+    HEADER_SIZE,
+    NCA_S_PROTO_ERROR,
+    PFC_FIRST_FRAG,
+    PFC_LAST_FRAG,
+    PType,
+    build_pdu,
+    fault_body,
+)
 from hasmb.rpc.security import AuthIdentity
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,184 @@
+"""The witness service (MS-SWN) that hasmb-smbd runs next to its SMB server.
+
+Usage (what hasmb-smbd and the HA logic do)::
+
+    svc = WitnessService(WitnessConfig.from_dict(cfg["witness"]), users, netname="SVM1",
+                         share_exists=lambda name: name.lower() in shares)
+    await svc.start()            # witness on config.listen, endpoint mapper on
+                                 # config.endpoint_mapper_port (0 = none)
+    svc.notify_node_state("node-a", available=False)   # unplanned: RESOURCE_CHANGE
+    svc.notify_client_move(["10.96.0.11"])            # planned: CLIENT_MOVE
+    svc.notify_share_move("data", ["10.96.0.11"])      # SHARE_MOVE (RegisterEx clients)
+    svc.notify_ip_change({"10.96.0.10": False, "10.96.0.11": True})  # IP_CHANGE
+    svc.set_interfaces([...])    # the operator's current view of the SVM's LIFs
+    await svc.stop()
+
+Every notify_* method returns the number of registrations it queued a message
+for; a pending AsyncNotify completes as soon as its message is queued.
+`port` / `epm_port` give the bound ports (useful with port 0 in tests).
+Standalone, with no `interfaces` configured, the service answers for
+`netname` at its own listen address.
+
+Registrations live until UnRegister, until their RPC connection closes
+(context handle rundown), or until `registration_timeout` seconds pass
+without an AsyncNotify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from hasmb.rpc.epm import EndpointMapper, TcpEndpoint
+from hasmb.rpc.interface import RpcInterface
+from hasmb.rpc.security import AuthIdentity
+from hasmb.rpc.server import RpcTcpServer
+from hasmb.witness.config import WitnessConfig, WitnessInterfaceConfig
+from hasmb.witness.messages import (
+    CLIENT_MOVE_NOTIFICATION,
+    IP_CHANGE_NOTIFICATION,
+    SHARE_MOVE_NOTIFICATION,
+    IpAddrInfo,
+    move,
+    resource_change,
+)
+from hasmb.witness.registry import WitnessRegistry, _same_ip
+from hasmb.witness.rpc import WITNESS_UUID, WITNESS_VERSION, WitnessRpcInterface
+
+log = logging.getLogger(__name__)
+
+
+class WitnessService:
+    def __init__(
+        self,
+        config: WitnessConfig,
+        users: Mapping[str, str],
+        netname: str,
+        share_exists: Callable[[str], bool] | None = None,
+        extra_interfaces: Sequence[RpcInterface] = (),
+    ) -> None:
+        self.config = config
+        self.netname = netname
+        self._identity = AuthIdentity(dict(users), netname, netname.lower())
+        self._interfaces = list(config.interfaces) or [self._default_interface()]
+        self.registry = WitnessRegistry(
+            netname, self.interfaces, share_exists, config.registration_timeout
+        )
+        self._rpc = WitnessRpcInterface(self.registry, self.interfaces)
+        self._extra = list(extra_interfaces)
+        self._server: RpcTcpServer | None = None
+        self._epm: RpcTcpServer | None = None
+        self._expiry: asyncio.Task[None] | None = None
+
+    def _default_interface(self) -> WitnessInterfaceConfig:
+        host = self.config.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        if ":" in host:
+            return WitnessInterfaceConfig(self.netname, ipv6=host)
+        return WitnessInterfaceConfig(self.netname, ipv4=host)
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._server = RpcTcpServer(
+            [self._rpc, *self._extra], self._identity, self.config.host, self.config.port
+        )
+        await self._server.start()
+        if self.config.endpoint_mapper_port > 0 or self.config.endpoint_mapper_port == -1:
+            # -1: an ephemeral port (tests); 0 disables the mapper.
+            port = max(self.config.endpoint_mapper_port, 0)
+            ep = TcpEndpoint(WITNESS_UUID, WITNESS_VERSION, self._server.port, self.config.host)
+            self._epm = RpcTcpServer([EndpointMapper([ep])], None, self.config.host, port)
+            try:
+                await self._epm.start()
+            except OSError:
+                await self._server.stop()
+                raise
+        self._expiry = asyncio.create_task(self._expire_loop())
+        log.info(
+            "witness for %s on %s:%d (endpoint mapper %s)",
+            self.netname,
+            self.config.host,
+            self.port,
+            self.epm_port or "off",
+        )
+
+    async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry
+            self._expiry = None
+        for srv in (self._epm, self._server):
+            if srv is not None:
+                await srv.stop()
+        self._server = self._epm = None
+
+    async def _expire_loop(self) -> None:
+        period = max(0.05, min(5.0, self.registry.timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            for reg in self.registry.expire():
+                log.info(
+                    "witness: registration of %s for %s expired", reg.client_name, reg.ip_address
+                )
+
+    @property
+    def port(self) -> int:
+        return self._server.port if self._server else self.config.port
+
+    @property
+    def epm_port(self) -> int | None:
+        return self._epm.port if self._epm else None
+
+    # --- the event source the SMB server / HA logic / operator feed ----------------
+
+    def interfaces(self) -> list[WitnessInterfaceConfig]:
+        return list(self._interfaces)
+
+    def set_interfaces(self, interfaces: Iterable[WitnessInterfaceConfig]) -> None:
+        self._interfaces = list(interfaces) or [self._default_interface()]
+
+    def notify_interface_state(self, ip: str, available: bool) -> int:
+        """A LIF became (un)available: RESOURCE_CHANGE to clients registered on it."""
+        state = "available" if available else "unavailable"
+        self._interfaces = [
+            dataclasses.replace(i, state=state)
+            if any(_same_ip(ip, a) for a in i.addresses())
+            else i
+            for i in self._interfaces
+        ]
+        targets = self.registry.matching(ips=[ip])
+        return self.registry.deliver(resource_change(ip, available), targets)
+
+    def notify_node_state(self, node: str, available: bool) -> int:
+        """Every LIF currently on `node` changed state (takeover / giveback)."""
+        count = 0
+        for i in [i for i in self._interfaces if i.node == node]:
+            for addr in i.addresses():
+                count += self.notify_interface_state(addr, available)
+        return count
+
+    def notify_client_move(
+        self,
+        destinations: Sequence[str],
+        *,
+        from_ips: Sequence[str] | None = None,
+        client: str | None = None,
+    ) -> int:
+        """Planned move (giveback, ARL, LIF migration): CLIENT_MOVE to `destinations`."""
+        n = move(CLIENT_MOVE_NOTIFICATION, [IpAddrInfo(d) for d in destinations])
+        return self.registry.deliver(n, self.registry.matching(ips=from_ips, client=client))
+
+    def notify_share_move(self, share: str, destinations: Sequence[str]) -> int:
+        n = move(SHARE_MOVE_NOTIFICATION, [IpAddrInfo(d) for d in destinations])
+        return self.registry.deliver(n, self.registry.matching(share=share))
+
+    def notify_ip_change(self, changes: Mapping[str, bool]) -> int:
+        """IP_CHANGE (RegisterEx with IP notification): address -> online."""
+        n = move(IP_CHANGE_NOTIFICATION, [IpAddrInfo(a, on) for a, on in changes.items()])
+        return self.registry.deliver(n, self.registry.matching(ip_change=True))
