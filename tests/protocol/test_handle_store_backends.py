@@ -301,10 +301,12 @@ async def test_concurrent_writers_are_group_committed(backend: Backend) -> None:
     await asyncio.gather(*(store.put(make_record(i)) for i in range(n)))
     assert store.stats.writes == n
     assert store.stats.commits < n / 2, store.stats
+    assert store.stats.round_trips < n / 2, store.stats
     assert len(await store.load_all()) == n
-    commits_before = store.stats.commits
+    commits_before, trips_before = store.stats.commits, store.stats.round_trips
     await asyncio.gather(*(store.delete(i) for i in range(0, n, 2)))
     assert store.stats.commits - commits_before < n / 4, store.stats
+    assert store.stats.round_trips - trips_before < n / 4, store.stats
     assert sorted(r.persistent_id for r in await store.load_all()) == list(range(1, n, 2))
 
 

@@ -290,6 +290,7 @@ class ConfigMapHandleStore(HandleStore):
         obj_name = self._shard_name(index)
         body: dict[str, Any] = {EPOCH_KEY: str(epoch), **patch}
         for _ in range(3):
+            self.stats.round_trips += 1
             try:
                 obj = await self._cas_patch(obj_name, shard.resource_version, body)
             except KubeApiError as exc:

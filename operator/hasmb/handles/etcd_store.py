@@ -154,6 +154,7 @@ class EtcdHandleStore(HandleStore):
             else:
                 success.append({"request_delete_range": {"key": key}})
         for _ in range(3):
+            self.stats.round_trips += 1
             res = await self._call(
                 "/v3/kv/txn",
                 {

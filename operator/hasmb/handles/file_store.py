@@ -264,6 +264,7 @@ class FileHandleStore(HandleStore):
             fd = self._open_log()
             _write_all(fd, data)
             os.fdatasync(fd)
+            self.stats.round_trips += 1
             self._log_size += len(data)
             if self._log_size > max(self.compact_bytes, 2 * self._snapshot_size):
                 self._compact_locked(epoch)

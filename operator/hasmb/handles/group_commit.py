@@ -33,6 +33,8 @@ class CommitStats:
 
     writes: int = 0
     commits: int = 0
+    # Backend write requests (fsyncs, txns, CAS calls) that carried commits.
+    round_trips: int = 0
     failed_commits: int = 0
     largest_batch: int = 0
 
