@@ -144,9 +144,7 @@ def parse_contexts(req: Request, offset: int, length: int) -> dict[bytes, Create
     while True:
         if pos + 16 > len(blob):
             raise SmbError(Status.INVALID_PARAMETER, "truncated create context")
-        nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from(
-            "<IHHHHI", blob, pos
-        )
+        nxt, name_off, name_len, _r, data_off, data_len = struct.unpack_from("<IHHHHI", blob, pos)
         name = blob[pos + name_off : pos + name_off + name_len]
         data = blob[pos + data_off : pos + data_off + data_len] if data_len else b""
         if len(name) != name_len or len(data) != data_len or name_len == 0:
@@ -166,8 +164,9 @@ def pack_contexts(items: list[tuple[bytes, bytes]]) -> bytes:
     for i, (name, data) in enumerate(items):
         name_off = 16
         data_off = (name_off + len(name) + 7) // 8 * 8
-        entry = struct.pack("<IHHHHI", 0, name_off, len(name), 0, data_off if data else 0,
-                            len(data))
+        entry = struct.pack(
+            "<IHHHHI", 0, name_off, len(name), 0, data_off if data else 0, len(data)
+        )
         entry += name + b"\x00" * (data_off - name_off - len(name)) + data
         if i != len(items) - 1:
             entry += b"\x00" * ((-len(entry)) % 8)
@@ -498,8 +497,9 @@ async def open_file(req: Request, tree: TreeConnect, p: CreateParams) -> tuple[O
         if action in (FILE_OVERWRITTEN, FILE_SUPERSEDED):
             os.ftruncate(fd, 0)
             if p.file_attributes:
-                set_xattr(host, XATTR_ATTRS, (p.file_attributes & ~ATTR_DIRECTORY).to_bytes(4,
-                                                                                       "little"))
+                set_xattr(
+                    host, XATTR_ATTRS, (p.file_attributes & ~ATTR_DIRECTORY).to_bytes(4, "little")
+                )
     pid, vid = server.state.new_file_ids()
     op = Open(
         persistent_id=pid,
@@ -528,8 +528,9 @@ def _init_new(host: str, attrs: int, is_dir: bool) -> None:
     set_xattr(host, XATTR_BTIME, filetime_now().to_bytes(8, "little"))
     attrs &= ~0x80  # NORMAL is the absence of others
     if attrs & ~ATTR_DIRECTORY:
-        set_xattr(host, XATTR_ATTRS, (attrs & ~ATTR_DIRECTORY | 0x20 * (not is_dir)).to_bytes(
-            4, "little"))
+        set_xattr(
+            host, XATTR_ATTRS, (attrs & ~ATTR_DIRECTORY | 0x20 * (not is_dir)).to_bytes(4, "little")
+        )
 
 
 def _maybe_drop_node(server: SmbServer, node: object) -> None:

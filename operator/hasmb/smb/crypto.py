@@ -49,9 +49,7 @@ class SessionKeys:
     decrypt: bytes  # client -> server
 
 
-def derive_keys(
-    session_key: bytes, dialect: int, preauth_hash: bytes, cipher: int
-) -> SessionKeys:
+def derive_keys(session_key: bytes, dialect: int, preauth_hash: bytes, cipher: int) -> SessionKeys:
     """MS-SMB2 3.3.5.5.3: the keys a session uses once authenticated."""
     key = session_key[:16].ljust(16, b"\x00")
     if dialect < DIALECT_300:

@@ -40,7 +40,7 @@ def register(reg: Registry) -> None:
 def pattern_matcher(pattern: str) -> Callable[[str], bool]:
     if pattern in ("", "*", "*.*", "<.*"):
         return lambda _n: True
-    if not any(c in pattern for c in "*?<>\""):
+    if not any(c in pattern for c in '*?<>"'):
         low = pattern.lower()
         return lambda n: n.lower() == low
     rx = ""
@@ -66,8 +66,16 @@ def _entry(cls: int, name: str, m: FileMeta, index: int) -> bytes:
     if cls == FileNamesInformation:
         return struct.pack("<III", 0, index, len(raw)) + raw
     common = _DIR_COMMON.pack(
-        0, index, m.creation, m.access, m.write, m.change, m.size, m.allocation,
-        m.attributes, len(raw),
+        0,
+        index,
+        m.creation,
+        m.access,
+        m.write,
+        m.change,
+        m.size,
+        m.allocation,
+        m.attributes,
+        len(raw),
     )
     if cls == FileDirectoryInformation:
         return common + raw

@@ -118,6 +118,13 @@ def standard_info(m: FileMeta, delete_pending: bool) -> bytes:
 
 def network_open_info(m: FileMeta) -> bytes:
     return struct.pack(
-        "<QQQQQQII", m.creation, m.access, m.write, m.change, m.allocation, m.size,
-        m.attributes, 0,
+        "<QQQQQQII",
+        m.creation,
+        m.access,
+        m.write,
+        m.change,
+        m.allocation,
+        m.size,
+        m.attributes,
+        0,
     )

@@ -53,8 +53,8 @@ def check_lock_conflict(op: Open, offset: int, length: int, write: bool) -> None
 
 async def handle_read(req: Request) -> bytes:
     req.structure_size(49)
-    (_, _pad, _flags, length, offset, file_id, min_count, _ch, _rem, _ci_off, _ci_len) = (
-        req.body(_READ_REQ)
+    (_, _pad, _flags, length, offset, file_id, min_count, _ch, _rem, _ci_off, _ci_len) = req.body(
+        _READ_REQ
     )
     op = req.lookup_open(file_id)
     if length > req.conn.max_read:

@@ -125,7 +125,12 @@ class TransformHeader:
 
     def pack(self) -> bytes:
         return _TRANSFORM.pack(
-            TRANSFORM_ID, self.signature, self.nonce, self.original_size, 0, self.flags,
+            TRANSFORM_ID,
+            self.signature,
+            self.nonce,
+            self.original_size,
+            0,
+            self.flags,
             self.session_id,
         )
 

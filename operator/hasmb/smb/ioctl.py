@@ -34,8 +34,12 @@ MAX_RESILIENT_MS = 300_000
 
 # FSCTLs that are not tied to an open file (FileId is all ones)
 GLOBAL_FSCTLS = frozenset(
-    {FSCTL_VALIDATE_NEGOTIATE_INFO, FSCTL_QUERY_NETWORK_INTERFACE_INFO, FSCTL_DFS_GET_REFERRALS,
-     FSCTL_PIPE_WAIT}
+    {
+        FSCTL_VALIDATE_NEGOTIATE_INFO,
+        FSCTL_QUERY_NETWORK_INTERFACE_INFO,
+        FSCTL_DFS_GET_REFERRALS,
+        FSCTL_PIPE_WAIT,
+    }
 )
 
 
@@ -79,8 +83,10 @@ async def handle_ioctl(req: Request) -> bytes:
             raise SmbError(Status.INVALID_PARAMETER)
         out = out[:max_out]
     out_off = 64 + 48 if out else 0
-    return _RESP.pack(49, 0, ctl, file_id, 0 if not data else 112, 0, out_off or 112,
-                      len(out), 0, 0) + out
+    return (
+        _RESP.pack(49, 0, ctl, file_id, 0 if not data else 112, 0, out_off or 112, len(out), 0, 0)
+        + out
+    )
 
 
 async def validate_negotiate(req: Request, op: Open | None, data: bytes, max_out: int) -> bytes:
@@ -91,7 +97,9 @@ async def validate_negotiate(req: Request, op: Open | None, data: bytes, max_out
     if len(data) < 24:
         raise MalformedPacket("short validate-negotiate")
     caps, guid, sec_mode, count = struct.unpack_from("<I16sHH", data)
-    dialects = list(struct.unpack_from(f"<{count}H", data, 24)) if len(data) >= 24 + 2 * count else []
+    dialects = (
+        list(struct.unpack_from(f"<{count}H", data, 24)) if len(data) >= 24 + 2 * count else []
+    )
     if (
         caps != conn.client_capabilities
         or guid != conn.client_guid
@@ -103,7 +111,10 @@ async def validate_negotiate(req: Request, op: Open | None, data: bytes, max_out
         raise SmbError(Status.INVALID_PARAMETER)
     req.sign_response = True
     return struct.pack(
-        "<I16sHH", conn.server_capabilities, req.server.server_guid, conn.server_security_mode,
+        "<I16sHH",
+        conn.server_capabilities,
+        req.server.server_guid,
+        conn.server_security_mode,
         conn.dialect,
     )
 

@@ -49,7 +49,7 @@ def split_smb_path(name: str, *, allow_wildcards: bool = False) -> list[str]:
             raise SmbError(Status.OBJECT_PATH_SYNTAX_BAD, "dot component")
         if ":" in comp:
             raise SmbError(Status.OBJECT_NAME_INVALID, "alternate data stream")
-        bad = _ILLEGAL if not allow_wildcards else _ILLEGAL - set("<>\"?*")
+        bad = _ILLEGAL if not allow_wildcards else _ILLEGAL - set('<>"?*')
         if any(ch in bad for ch in comp):
             raise SmbError(Status.OBJECT_NAME_INVALID, "illegal character")
         if len(comp.encode("utf-8", "surrogatepass")) > MAX_COMPONENT:

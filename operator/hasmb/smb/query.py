@@ -63,7 +63,9 @@ FileFsFullSizeInformation = 7
 FileFsObjectIdInformation = 8
 FileFsSectorSizeInformation = 11
 
-FS_ATTRIBUTES = 0x1 | 0x2 | 0x4 | 0x40 | 0x8  # case-sensitive, case-preserved, unicode, sparse, acls
+FS_ATTRIBUTES = (
+    0x1 | 0x2 | 0x4 | 0x40 | 0x8
+)  # case-sensitive, case-preserved, unicode, sparse, acls
 SECTOR = 512
 CLUSTER = 4096
 
@@ -220,14 +222,19 @@ async def handle_query_info(req: Request) -> bytes:
     if out_len > req.conn.max_transact:
         raise SmbError(Status.INVALID_PARAMETER)
     if info_type == INFO_FILE:
-        if op.pipe is None and not op.granted_access & 0x80 and cls not in (
-            FileNameInformation,
-            FileAccessInformation,
-            FilePositionInformation,
-            FileModeInformation,
-            FileAlignmentInformation,
-            FileEaInformation,
-            FileStreamInformation,
+        if (
+            op.pipe is None
+            and not op.granted_access & 0x80
+            and cls
+            not in (
+                FileNameInformation,
+                FileAccessInformation,
+                FilePositionInformation,
+                FileModeInformation,
+                FileAlignmentInformation,
+                FileEaInformation,
+                FileStreamInformation,
+            )
         ):
             raise SmbError(Status.ACCESS_DENIED)
         data, minimum = file_info(req, op, cls)

@@ -269,8 +269,10 @@ def split_compound(packet: bytes) -> list[tuple[Header, bytes]]:
     while True:
         h = Header.parse(packet, offset)
         if h.next_command:
-            if h.next_command < HEADER_SIZE or h.next_command % 8 or offset + h.next_command > len(
-                packet
+            if (
+                h.next_command < HEADER_SIZE
+                or h.next_command % 8
+                or offset + h.next_command > len(packet)
             ):
                 raise MalformedPacket("bad NextCommand")
             out.append((h, packet[offset : offset + h.next_command]))
@@ -284,7 +286,10 @@ def split_compound(packet: bytes) -> list[tuple[Header, bytes]]:
 
 class SmbServer:
     def __init__(
-        self, config: SmbdConfig, registry: Registry | None = None, users: dict[str, str] | None = None
+        self,
+        config: SmbdConfig,
+        registry: Registry | None = None,
+        users: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.registry = registry or default_registry()
@@ -425,9 +430,7 @@ class SmbServer:
             if not req.encrypted:
                 signed = bool(h.flags & FLAGS_SIGNED)
                 if signed:
-                    if not crypto.verify(
-                        req.conn.signing_algorithm, session.keys.signing, req.msg
-                    ):
+                    if not crypto.verify(req.conn.signing_algorithm, session.keys.signing, req.msg):
                         raise SmbError(Status.ACCESS_DENIED, "bad signature")
                 elif session.signing_required and command not in (Command.CANCEL,):
                     raise SmbError(Status.ACCESS_DENIED, "unsigned request")
@@ -485,7 +488,7 @@ class SmbServer:
             return False
         if req.header.command == Command.SESSION_SETUP and not req.encrypted:
             return False
-        return req.encrypted or s.encrypt_data or (req.tree is not None and req.tree.encrypt)
+        return req.encrypted or s.encrypt_data
 
     def maybe_sign(self, req: Request, msg: bytearray) -> None:
         s = req.session
