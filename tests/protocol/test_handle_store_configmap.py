@@ -124,5 +124,19 @@ async def test_full_store_refuses_with_store_full(kube_cluster: Any, store_name:
         await store.delete(1)
         await store.put(big_record(1000))
         assert len(await store.load_all()) == stored
+        # A record that does not fit fails alone: the rest of its batch commits.
+        results = await asyncio.gather(
+            store.delete(2),
+            *(store.put(big_record(pid)) for pid in range(2000, 2010)),
+            return_exceptions=True,
+        )
+        assert results[0] is None
+        assert any(isinstance(r, StoreFullError) for r in results[1:])
+        assert not store.fenced
+        ids = {r.persistent_id for r in await store.load_all()}
+        assert 2 not in ids
+        assert ids >= {
+            pid for pid, r in zip(range(2000, 2010), results[1:], strict=True) if r is None
+        }
     finally:
         await store.close()

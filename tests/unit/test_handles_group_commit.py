@@ -17,12 +17,14 @@ class RecordingBackend:
         self.gate = asyncio.Event()
         self.gate.set()
         self.fail_with: Exception | None = None
+        self.reject: dict[int, Exception] = {}
 
-    async def commit(self, ops: list[WriteOp]) -> None:
+    async def commit(self, ops: list[WriteOp]) -> dict[int, Exception]:
         await self.gate.wait()
         self.batches.append(ops)
         if self.fail_with is not None:
             raise self.fail_with
+        return self.reject
 
 
 def test_coalesce_keeps_last_op_per_id() -> None:
@@ -104,3 +106,21 @@ def test_max_batch_must_be_positive() -> None:
 
     with pytest.raises(ValueError):
         GroupCommitter(commit, max_batch=0)
+
+
+async def test_single_ops_can_fail_while_the_rest_commits() -> None:
+    backend = RecordingBackend()
+    backend.gate.clear()
+    backend.reject = {2: LookupError("no room")}
+    gc = GroupCommitter(backend.commit)
+    tasks = [
+        asyncio.create_task(gc.submit(op))
+        for op in (WriteOp("put", 1), WriteOp("put", 2), WriteOp("delete", 3), WriteOp("put", 2))
+    ]
+    await asyncio.sleep(0)
+    backend.gate.set()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert results[0] is None and results[2] is None
+    # Both submissions of id 2 were coalesced into the op that failed.
+    assert isinstance(results[1], LookupError) and isinstance(results[3], LookupError)
+    assert gc.stats.failed_commits == 0

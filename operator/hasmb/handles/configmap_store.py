@@ -222,9 +222,13 @@ class ConfigMapHandleStore(HandleStore):
 
     # -- writes --------------------------------------------------------------
 
-    def _plan(self, ops: list[WriteOp]) -> dict[int, dict[str, str | None]]:
-        """Assign ops to shards: patches of data keys (None deletes)."""
+    def _plan(
+        self, ops: list[WriteOp]
+    ) -> tuple[dict[int, dict[str, str | None]], dict[int, Exception]]:
+        """Assign ops to shards: patches of data keys (None deletes), and the
+        new records that fit nowhere."""
         patches: dict[int, dict[str, str | None]] = {}
+        rejected: dict[int, Exception] = {}
         new_ops: list[tuple[WriteOp, str]] = []
         for op in ops:
             index = self._where.get(op.persistent_id)
@@ -252,14 +256,16 @@ class ConfigMapHandleStore(HandleStore):
                 ):
                     pos += 1
                 if pos == len(order):
-                    raise StoreFullError(
+                    rejected[op.persistent_id] = StoreFullError(
                         f"configmap {self.namespace}/{self.name}: all {len(self._shards)} "
                         "shards are full"
                     )
+                    pos = 0
+                    continue
                 target = order[pos].index
                 patches.setdefault(target, {})[key] = value
                 growth[target] = growth.get(target, 0) + need
-        return patches
+        return patches, rejected
 
     def _growth(self, index: int, patch: dict[str, str | None]) -> int:
         data = self._shards[index].data
@@ -270,10 +276,10 @@ class ConfigMapHandleStore(HandleStore):
             delta += len(key) + len(value) if value is not None else 0
         return delta
 
-    async def _commit(self, ops: list[WriteOp], epoch: int) -> None:
+    async def _commit(self, ops: list[WriteOp], epoch: int) -> dict[int, Exception]:
         if not self._shards:
             raise StoreError("configmap store: no shards loaded (take_ownership first)")
-        patches = self._plan(ops)
+        patches, rejected = self._plan(ops)
         results = await asyncio.gather(
             *(self._write_shard(index, patch, epoch) for index, patch in patches.items()),
             return_exceptions=True,
@@ -284,6 +290,7 @@ class ConfigMapHandleStore(HandleStore):
             raise stale[0]
         if errors:
             raise errors[0]
+        return rejected
 
     async def _write_shard(self, index: int, patch: dict[str, str | None], epoch: int) -> None:
         shard = self._shards[index]

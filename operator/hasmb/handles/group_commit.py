@@ -11,7 +11,7 @@ caller is answered only after the batch carrying its operation is durable.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,7 +47,9 @@ def coalesce(ops: list[WriteOp]) -> list[WriteOp]:
     return list(last.values())
 
 
-CommitFn = Callable[[list[WriteOp]], Awaitable[None]]
+# A commit either raises (the whole batch failed) or returns the ops that
+# failed individually, by persistent id (e.g. a record that did not fit).
+CommitFn = Callable[[list[WriteOp]], Awaitable[Mapping[int, Exception] | None]]
 
 
 class GroupCommitter:
@@ -80,7 +82,7 @@ class GroupCommitter:
             self.stats.commits += 1
             self.stats.largest_batch = max(self.stats.largest_batch, len(batch))
             try:
-                await self._commit(ops)
+                failed = await self._commit(ops) or {}
             except asyncio.CancelledError:
                 for _, fut in batch + self._pending:
                     if not fut.done():
@@ -93,9 +95,14 @@ class GroupCommitter:
                     if not fut.done():
                         fut.set_exception(exc)
             else:
-                for _, fut in batch:
-                    if not fut.done():
+                for op, fut in batch:
+                    if fut.done():
+                        continue
+                    error = failed.get(op.persistent_id)
+                    if error is None:
                         fut.set_result(None)
+                    else:
+                        fut.set_exception(error)
 
     async def drain(self) -> None:
         """Wait until nothing is queued or in flight."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -127,10 +127,10 @@ class HandleStore(ABC):
             raise NotOwnerError("take_ownership() before writing")
         return self._epoch
 
-    async def _guarded_commit(self, ops: list[WriteOp]) -> None:
+    async def _guarded_commit(self, ops: list[WriteOp]) -> Mapping[int, Exception] | None:
         epoch = self._writable_epoch()
         try:
-            await self._commit(ops, epoch)
+            return await self._commit(ops, epoch)
         except StaleEpochError as exc:
             self._fence = exc
             raise
@@ -151,8 +151,12 @@ class HandleStore(ABC):
         """Atomically set the epoch to `requested` or current+1; return it."""
 
     @abstractmethod
-    async def _commit(self, ops: list[WriteOp], epoch: int) -> None:
-        """Durably apply `ops` if the stored epoch is still `epoch`, else StaleEpochError."""
+    async def _commit(self, ops: list[WriteOp], epoch: int) -> Mapping[int, Exception] | None:
+        """Durably apply `ops` if the stored epoch is still `epoch`, else StaleEpochError.
+
+        May return errors of single ops (by persistent id) that were left out
+        while the rest was committed.
+        """
 
     @abstractmethod
     async def read_epoch(self) -> EpochInfo:
