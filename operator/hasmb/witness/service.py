@@ -46,7 +46,7 @@ from hasmb.witness.messages import (
     resource_change,
 )
 from hasmb.witness.registry import WitnessRegistry, _same_ip
-from hasmb.witness.rpc import WITNESS_UUID, WITNESS_VERSION, WitnessRpcInterface
+from hasmb.witness.rpc import WitnessRpcInterface
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +91,11 @@ class WitnessService:
         if self.config.endpoint_mapper_port > 0 or self.config.endpoint_mapper_port == -1:
             # -1: an ephemeral port (tests); 0 disables the mapper.
             port = max(self.config.endpoint_mapper_port, 0)
-            ep = TcpEndpoint(WITNESS_UUID, WITNESS_VERSION, self._server.port, self.config.host)
-            self._epm = RpcTcpServer([EndpointMapper([ep])], None, self.config.host, port)
+            eps = [
+                TcpEndpoint(i.uuid, i.version, self._server.port, self.config.host)
+                for i in [self._rpc, *self._extra]
+            ]
+            self._epm = RpcTcpServer([EndpointMapper(eps)], None, self.config.host, port)
             try:
                 await self._epm.start()
             except OSError:
