@@ -87,3 +87,16 @@ def test_one_gib_round_trip(smbd: SmbdProcess, tmp_path: Path, proto: str) -> No
     assert _sha256(smbd.shares["data"] / f"big{proto}.bin") == want
     assert _sha256(tmp_path / "back.bin") == want
     (smbd.shares["data"] / f"big{proto}.bin").unlink()
+
+
+@pytest.mark.parametrize("proto", ["SMB2", "SMB3"])
+def test_list_shares_through_srvsvc(smbd: SmbdProcess, tmp_path: Path, proto: str) -> None:
+    r = subprocess.run(
+        ["smbclient", "-L", "//127.0.0.1", "-p", str(smbd.port), "-U",
+         f"{smbd.user}%{smbd.password}", "-m", proto],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    lines = {tuple(line.split()[:2]) for line in r.stdout.splitlines() if line.strip()}
+    assert ("data", "Disk") in lines, r.stdout + r.stderr
+    assert ("ca", "Disk") in lines
+    assert ("IPC$", "IPC") in lines

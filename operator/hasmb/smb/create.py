@@ -343,27 +343,24 @@ async def _standard_contexts(req: Request, p: CreateParams, op: Open) -> None:
 async def _open_pipe(req: Request, tree: TreeConnect, p: CreateParams) -> Open:
     session = req.require_session()
     name = p.name.lstrip("\\").lower()
-    pipe = None
-    try:
-        from hasmb.rpc import pipes  # contract 4 (RPC engineer)
-    except ImportError:
-        pipes = None  # type: ignore[assignment]
-    if pipes is not None:
-        ctx = pipes.PipeContext(
-            netname=req.server.config.netname,
-            shares=[
-                pipes.PipeShareInfo(
-                    name=s.name,
-                    type=0x80000003 if s.is_ipc else 0,
-                    comment=s.config.comment,
-                    path="C:\\" + s.name if not s.is_ipc else "",
-                )
-                for s in req.server.shares.values()
-            ],
-            user=session.user,
-            session_key=session.session_key,
-        )
-        pipe = pipes.open_pipe(name, ctx)
+    from hasmb.rpc import pipes  # contract 4 (RPC engineer)
+
+    ctx = pipes.PipeContext(
+        netname=req.server.config.netname,
+        shares=[
+            pipes.PipeShareInfo(
+                name=s.name,
+                type=0x80000003 if s.is_ipc else 0,  # STYPE_IPC | STYPE_SPECIAL, STYPE_DISKTREE
+                comment=s.config.comment,
+                path="" if s.is_ipc else "C:\\" + s.name,
+            )
+            for s in req.server.shares.values()
+        ],
+        user=session.user,
+        session_key=session.session_key,
+        users=req.server.users,
+    )
+    pipe = pipes.open_pipe(name, ctx)
     if pipe is None:
         raise SmbError(Status.OBJECT_NAME_NOT_FOUND)
     pid, vid = req.server.state.new_file_ids()

@@ -60,9 +60,13 @@ async def handle_read(req: Request) -> bytes:
     if length > req.conn.max_read:
         raise SmbError(Status.INVALID_PARAMETER)
     if op.pipe is not None:
+        if not getattr(op.pipe, "available", 1):
+            await req.go_async()
         data = await req.wait_cancellable(op.pipe.read(length))
-        if len(data) < length or not data:
-            pass
+        if not data:
+            raise SmbError(Status.PIPE_BROKEN)
+        if getattr(op.pipe, "available", 0):
+            req.status = Status.BUFFER_OVERFLOW  # message-mode pipe: more of this PDU waits
         return _READ_RESP.pack(17, 80, 0, len(data), 0, 0) + data
     if op.is_directory:
         raise SmbError(Status.INVALID_DEVICE_REQUEST)
@@ -100,7 +104,10 @@ async def handle_write(req: Request) -> bytes:
     if length > req.conn.max_write:
         raise SmbError(Status.INVALID_PARAMETER)
     if op.pipe is not None:
-        await op.pipe.write(data)
+        try:
+            await op.pipe.write(data)
+        except Exception as exc:  # hasmb.rpc.pipes.PipeError: not DCE/RPC
+            raise SmbError(Status.PIPE_BROKEN) from exc
         return _WRITE_RESP.pack(17, 0, length, 0, 0, 0)
     if op.is_directory:
         raise SmbError(Status.INVALID_DEVICE_REQUEST)

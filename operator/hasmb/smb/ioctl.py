@@ -140,8 +140,13 @@ async def query_network_interfaces(
 async def pipe_transceive(req: Request, op: Open | None, data: bytes, max_out: int) -> bytes:
     if op is None or op.pipe is None:
         raise SmbError(Status.INVALID_DEVICE_REQUEST)
-    out = await op.pipe.transceive(data, max_out)
-    if len(out) > max_out:
+    try:
+        out = await req.wait_cancellable(op.pipe.transceive(data, max_out))
+    except SmbError:
+        raise
+    except Exception as exc:  # hasmb.rpc.pipes.PipeError
+        raise SmbError(Status.PIPE_BROKEN) from exc
+    if getattr(op.pipe, "available", 0):
         req.status = Status.BUFFER_OVERFLOW
     return out
 
