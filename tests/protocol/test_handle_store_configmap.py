@@ -140,3 +140,30 @@ async def test_full_store_refuses_with_store_full(kube_cluster: Any, store_name:
         }
     finally:
         await store.close()
+
+
+async def test_objects_precreated_without_labels_are_adopted(
+    kube_cluster: Any, store_name: str
+) -> None:
+    store = ConfigMapHandleStore(
+        "default", store_name, kubeconfig=str(kube_cluster.kubeconfig), shards=2
+    )
+    try:
+        # As an operator might: bare objects with the store's names, no labels.
+        for suffix in ("meta", "0"):
+            await store.api.request(
+                "POST",
+                "api/v1/namespaces/default/configmaps",
+                body={"metadata": {"name": f"{store_name}-{suffix}"}, "data": {}},
+            )
+        assert await store.take_ownership("node-a") == 1
+        await asyncio.gather(*(store.put(big_record(pid)) for pid in range(1, 11)))
+        objects = await asyncio.to_thread(shard_objects, kube_cluster, store_name)
+        assert set(objects) == {f"{store_name}-{s}" for s in ("meta", "0", "1")}
+        other = ConfigMapHandleStore("default", store_name, kubeconfig=str(kube_cluster.kubeconfig))
+        try:
+            assert sorted(r.persistent_id for r in await other.load_all()) == list(range(1, 11))
+        finally:
+            await other.close()
+    finally:
+        await store.close()

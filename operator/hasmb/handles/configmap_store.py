@@ -26,7 +26,6 @@ costs one round trip. An existing record stays in its shard.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,11 +132,18 @@ class ConfigMapHandleStore(HandleStore):
                 return None
             raise
 
-    async def _cas_patch(self, obj_name: str, rv: str, data: dict[str, Any]) -> dict[str, Any]:
+    async def _cas_patch(
+        self, obj_name: str, rv: str, data: dict[str, Any], role: str | None = None
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"resourceVersion": rv}
+        if role is not None:
+            # Objects someone else (the operator) created get our labels, so
+            # that listing by label finds them.
+            metadata["labels"] = {LABEL_STORE: self.name, LABEL_ROLE: role}
         return await self.api.request(
             "PATCH",
             f"{self._base}/{obj_name}",
-            body={"metadata": {"resourceVersion": rv}, "data": data},
+            body={"metadata": metadata, "data": data},
             content_type="application/merge-patch+json",
         )
 
@@ -187,6 +193,7 @@ class ConfigMapHandleStore(HandleStore):
                     self._meta_name,
                     meta["metadata"]["resourceVersion"],
                     {EPOCH_KEY: str(new), "owner": owner},
+                    role="meta",
                 )
             except KubeApiError as exc:
                 if exc.status == 409:
@@ -211,7 +218,7 @@ class ConfigMapHandleStore(HandleStore):
                     if shard.epoch > epoch:
                         raise StaleEpochError(epoch, shard.epoch)
                     obj = await self._cas_patch(
-                        obj_name, shard.resource_version, {EPOCH_KEY: str(epoch)}
+                        obj_name, shard.resource_version, {EPOCH_KEY: str(epoch)}, role="shard"
                     )
             except KubeApiError as exc:
                 if exc.status == 409:
@@ -377,7 +384,7 @@ class ConfigMapHandleStore(HandleStore):
             }
             # Re-watch from the last resourceVersion while the server allows;
             # a 410 Gone (or any error) means a fresh list and a reset.
-            with contextlib.suppress(StoreError, KubeApiError):
+            try:
                 while True:
                     async for event in self.api.watch(
                         self._base, {**params, "resourceVersion": rv}
@@ -393,6 +400,10 @@ class ConfigMapHandleStore(HandleStore):
                             if change.kind == "epoch":
                                 epoch = EpochInfo(change.epoch, change.owner)
                             yield change
+            except StoreError:
+                # Lost the watch (410 Gone, apiserver restart): relist after a
+                # pause, so a persistent failure does not spin.
+                await asyncio.sleep(0.5)
 
     def _event_changes(
         self,

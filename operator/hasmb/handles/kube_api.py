@@ -120,15 +120,18 @@ class KubeApi:
         session, cfg = await self._ensure()
         headers = await self._headers(cfg, None)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=15)
-        async with session.get(
-            path.lstrip("/"), headers=headers, params={**params, "watch": "1"}, timeout=timeout
-        ) as resp:
-            if resp.status >= 300:
-                raise KubeApiError(resp.status, "WATCH", path, await resp.text())
-            async for line in iter_lines(resp.content):
-                event = json.loads(line)
-                if isinstance(event, dict):
-                    yield event
+        try:
+            async with session.get(
+                path.lstrip("/"), headers=headers, params={**params, "watch": "1"}, timeout=timeout
+            ) as resp:
+                if resp.status >= 300:
+                    raise KubeApiError(resp.status, "WATCH", path, await resp.text())
+                async for line in iter_lines(resp.content):
+                    event = json.loads(line)
+                    if isinstance(event, dict):
+                        yield event
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise StoreError(f"WATCH {path}: {exc!r}") from exc
 
     async def close(self) -> None:
         if self._session is not None:
