@@ -13,13 +13,33 @@ from tests.support.smbd import SmbdProcess
 
 
 def smbclient(
-    smbd: SmbdProcess, share: str, commands: str, cwd: Path, proto: str = "SMB3",
-    extra: list[str] | None = None, timeout: float = 120,
+    smbd: SmbdProcess,
+    share: str,
+    commands: str,
+    cwd: Path,
+    proto: str = "SMB3",
+    extra: list[str] | None = None,
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["smbclient", f"//127.0.0.1/{share}", "-p", str(smbd.port), "-U",
-         f"{smbd.user}%{smbd.password}", "-m", proto, *(extra or []), "-c", commands],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False,
+        [
+            "smbclient",
+            f"//127.0.0.1/{share}",
+            "-p",
+            str(smbd.port),
+            "-U",
+            f"{smbd.user}%{smbd.password}",
+            "-m",
+            proto,
+            *(extra or []),
+            "-c",
+            commands,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -36,8 +56,14 @@ def test_put_get_ls_mkdir_rename_rm(smbd: SmbdProcess, tmp_path: Path, proto: st
     src = tmp_path / "src.bin"
     src.write_bytes(os.urandom(200_000))
     d = f"dir{proto}"
-    r = smbclient(smbd, "data", f"mkdir {d}; put src.bin {d}\\a.bin; ls {d}\\*; "
-                  f"rename {d}\\a.bin {d}\\b.bin; get {d}\\b.bin back.bin", tmp_path, proto)
+    r = smbclient(
+        smbd,
+        "data",
+        f"mkdir {d}; put src.bin {d}\\a.bin; ls {d}\\*; "
+        f"rename {d}\\a.bin {d}\\b.bin; get {d}\\b.bin back.bin",
+        tmp_path,
+        proto,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "a.bin" in r.stdout
     assert (tmp_path / "back.bin").read_bytes() == src.read_bytes()
@@ -56,8 +82,22 @@ def test_missing_file_reports_not_found(smbd: SmbdProcess, tmp_path: Path) -> No
 
 def test_wrong_password_refused(smbd: SmbdProcess, tmp_path: Path) -> None:
     r = subprocess.run(
-        ["smbclient", "//127.0.0.1/data", "-p", str(smbd.port), "-U", f"{smbd.user}%wrong",
-         "-m", "SMB3", "-c", "ls"], capture_output=True, text=True, timeout=60, check=False,
+        [
+            "smbclient",
+            "//127.0.0.1/data",
+            "-p",
+            str(smbd.port),
+            "-U",
+            f"{smbd.user}%wrong",
+            "-m",
+            "SMB3",
+            "-c",
+            "ls",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert r.returncode != 0
     assert "NT_STATUS_LOGON_FAILURE" in r.stdout + r.stderr
@@ -80,8 +120,14 @@ def test_one_gib_round_trip(smbd: SmbdProcess, tmp_path: Path, proto: str) -> No
     with open(src, "wb") as f:
         for i in range(1024):
             f.write(block[i:] + block[:i])  # every MiB differs, cheap to generate
-    r = smbclient(smbd, "data", f"put big.bin big{proto}.bin; get big{proto}.bin back.bin",
-                  tmp_path, proto, timeout=500)
+    r = smbclient(
+        smbd,
+        "data",
+        f"put big.bin big{proto}.bin; get big{proto}.bin back.bin",
+        tmp_path,
+        proto,
+        timeout=500,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     want = _sha256(src)
     assert _sha256(smbd.shares["data"] / f"big{proto}.bin") == want
@@ -92,9 +138,21 @@ def test_one_gib_round_trip(smbd: SmbdProcess, tmp_path: Path, proto: str) -> No
 @pytest.mark.parametrize("proto", ["SMB2", "SMB3"])
 def test_list_shares_through_srvsvc(smbd: SmbdProcess, tmp_path: Path, proto: str) -> None:
     r = subprocess.run(
-        ["smbclient", "-L", "//127.0.0.1", "-p", str(smbd.port), "-U",
-         f"{smbd.user}%{smbd.password}", "-m", proto],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            "smbclient",
+            "-L",
+            "//127.0.0.1",
+            "-p",
+            str(smbd.port),
+            "-U",
+            f"{smbd.user}%{smbd.password}",
+            "-m",
+            proto,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     lines = {tuple(line.split()[:2]) for line in r.stdout.splitlines() if line.strip()}
     assert ("data", "Disk") in lines, r.stdout + r.stderr

@@ -49,8 +49,12 @@ def _roundtrip(client: object, name: str, payload: bytes) -> bytes:
 )
 def test_signing(smbd: SmbdProcess, dialect: int, algo: int | None) -> None:
     payload = os.urandom(60_000)
-    with connect(smbd, dialect=dialect, require_signing=True,
-                 signing_algos=[algo] if algo is not None else None) as c:
+    with connect(
+        smbd,
+        dialect=dialect,
+        require_signing=True,
+        signing_algos=[algo] if algo is not None else None,
+    ) as c:
         assert c.session.signing_required
         assert _roundtrip(c, f"signed-{dialect:x}-{algo}.bin", payload) == payload
 
@@ -78,8 +82,10 @@ def test_encrypted_share_refuses_plain_requests(smbd: SmbdProcess) -> None:
         # smbprotocol honours SMB2_SHAREFLAG_ENCRYPT_DATA and encrypts for this tree
         assert c.tree.encrypt_data
         assert _roundtrip(c, "x.bin", b"abc") == b"abc"
-    with pytest.raises(SMBResponseException) as exc, connect(smbd, "enc",
-                                                           dialect=Dialects.SMB_2_1_0):
+    with (
+        pytest.raises(SMBResponseException) as exc,
+        connect(smbd, "enc", dialect=Dialects.SMB_2_1_0),
+    ):
         pass
     assert exc.value.status == NT_STATUS["ACCESS_DENIED"]
 
@@ -89,14 +95,18 @@ def test_share_mode_conflict_between_clients(smbd: SmbdProcess) -> None:
         op = a.open("locked.txt", share=ShareAccess.FILE_SHARE_READ)
         try:
             with pytest.raises(SMBResponseException) as exc:
-                b.open("locked.txt", share=ShareAccess.FILE_SHARE_READ
-                       | ShareAccess.FILE_SHARE_WRITE)
+                b.open(
+                    "locked.txt", share=ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE
+                )
             assert exc.value.status == NT_STATUS["SHARING_VIOLATION"]
             # a reader that shares read+write with a writer that shares read: still refused
             # because the first open writes and the second does not share write... but a
             # pure reader that shares everything is fine.
-            reader = b.open("locked.txt", access=0x00120089,
-                            share=ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE)
+            reader = b.open(
+                "locked.txt",
+                access=0x00120089,
+                share=ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+            )
             reader.close()
         finally:
             op.close()
@@ -106,10 +116,12 @@ def test_share_mode_conflict_between_clients(smbd: SmbdProcess) -> None:
 
 def test_delete_on_close(smbd: SmbdProcess) -> None:
     with connect(smbd) as c:
-        op = c.open("doomed.txt", access=0x0012019F | 0x00010000,
-                    options=CreateOptions.FILE_NON_DIRECTORY_FILE
-                    | CreateOptions.FILE_DELETE_ON_CLOSE,
-                    share=7)
+        op = c.open(
+            "doomed.txt",
+            access=0x0012019F | 0x00010000,
+            options=CreateOptions.FILE_NON_DIRECTORY_FILE | CreateOptions.FILE_DELETE_ON_CLOSE,
+            share=7,
+        )
         assert (smbd.shares["data"] / "doomed.txt").exists()
         op.close()
         assert not (smbd.shares["data"] / "doomed.txt").exists()
@@ -135,8 +147,7 @@ def test_hostile_paths(smbd: SmbdProcess, tmp_path: Path, name: str, status: str
         link.symlink_to("/etc")
     with connect(smbd) as c:
         with pytest.raises(SMBResponseException) as exc:
-            c.open(name, access=0x00120089, disposition=CreateDisposition.FILE_OPEN,
-                   options=0)
+            c.open(name, access=0x00120089, disposition=CreateDisposition.FILE_OPEN, options=0)
         assert exc.value.status == NT_STATUS[status], hex(exc.value.status)
         # the session survives a refused path
         assert _roundtrip(c, "after-hostile.txt", b"ok") == b"ok"

@@ -51,8 +51,17 @@ def start_smbd(
 ) -> SmbdProcess:
     """`shares` maps NAME to a flag value suffix: "" for a plain share, ":ca" for CA."""
     workdir.mkdir(parents=True, exist_ok=True)
-    args = [sys.executable, "-m", "hasmb.cli.smbd", "--listen", "127.0.0.1:0",
-            "--netname", "HASMBTEST", "--log-level", "info"]
+    args = [
+        sys.executable,
+        "-m",
+        "hasmb.cli.smbd",
+        "--listen",
+        "127.0.0.1:0",
+        "--netname",
+        "HASMBTEST",
+        "--log-level",
+        "info",
+    ]
     paths: dict[str, Path] = {}
     for name, suffix in shares.items():
         p = workdir / name
@@ -63,10 +72,11 @@ def start_smbd(
         args += ["--user", f"{u}:{pw}"]
     args += extra or []
     log_path = workdir / "smbd.log"
-    log_file = open(log_path, "wb")  # noqa: SIM115 - owned by the process for its lifetime
+    log_file = open(log_path, "wb")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args, stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     log_file.close()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

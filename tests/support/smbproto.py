@@ -39,8 +39,12 @@ class Client:
     ) -> Open:
         op = Open(self.tree, name)
         op.create(
-            ImpersonationLevel.Impersonation, access, FileAttributes.FILE_ATTRIBUTE_NORMAL,
-            share, disposition, options,
+            ImpersonationLevel.Impersonation,
+            access,
+            FileAttributes.FILE_ATTRIBUTE_NORMAL,
+            share,
+            disposition,
+            options,
         )
         return op
 
@@ -58,11 +62,20 @@ def connect(
     password: str | None = None,
 ) -> Iterator[Client]:
     conn = Connection(uuid.uuid4(), "127.0.0.1", smbd.port, require_signing=require_signing)
-    conn.connect(dialect=dialect or Dialects.SMB_3_1_1, timeout=20,
-                 preferred_encryption_algos=ciphers, preferred_signing_algos=signing_algos)
+    conn.connect(
+        dialect=dialect or Dialects.SMB_3_1_1,
+        timeout=20,
+        preferred_encryption_algos=ciphers,
+        preferred_signing_algos=signing_algos,
+    )
     try:
-        session = Session(conn, smbd.user, password or smbd.password, require_encryption=encrypt,
-                          auth_protocol="ntlm")
+        session = Session(
+            conn,
+            smbd.user,
+            password or smbd.password,
+            require_encryption=encrypt,
+            auth_protocol="ntlm",
+        )
         session.connect()
         tree = TreeConnect(session, rf"\\127.0.0.1\{share}")
         tree.connect()

@@ -38,7 +38,6 @@ from hasmb.smb.constants import (
     FILE_NON_DIRECTORY_FILE,
     FILE_OPEN,
     FILE_OPEN_BY_FILE_ID,
-    FILE_OPEN_IF,
     FILE_OPENED,
     FILE_OVERWRITE,
     FILE_OVERWRITE_IF,
@@ -605,4 +604,4 @@ async def handle_close(req: Request) -> bytes:
     )
 
 
-__all__ = ["FILE_READ_ATTRIBUTES", "SYNCHRONIZE", "READ_ONLY_SHARE_ACCESS", "close_open"]
+__all__ = ["FILE_READ_ATTRIBUTES", "READ_ONLY_SHARE_ACCESS", "SYNCHRONIZE", "close_open"]

@@ -70,7 +70,7 @@ def derive_keys(session_key: bytes, dialect: int, preauth_hash: bytes, cipher: i
     )
 
 
-def _gmac_nonce(message: bytes | memoryview) -> bytes:
+def _gmac_nonce(message: bytes | bytearray | memoryview) -> bytes:
     message_id = bytes(message[24:32])
     flags = int.from_bytes(message[16:20], "little")
     command = int.from_bytes(message[12:14], "little")
@@ -80,7 +80,7 @@ def _gmac_nonce(message: bytes | memoryview) -> bytes:
     return message_id + struct.pack("<I", role)
 
 
-def compute_signature(algorithm: int, key: bytes, message: bytes | memoryview) -> bytes:
+def compute_signature(algorithm: int, key: bytes, message: bytes | bytearray | memoryview) -> bytes:
     """Signature of one SMB2 message (its signature field is treated as zero)."""
     data = bytes(message[:_SIG_OFFSET]) + _ZERO_SIG + bytes(message[_SIG_OFFSET + 16 :])
     if algorithm == SIGNING_HMAC_SHA256:
@@ -98,7 +98,7 @@ def sign(algorithm: int, key: bytes, message: bytearray) -> None:
     message[_SIG_OFFSET : _SIG_OFFSET + 16] = compute_signature(algorithm, key, message)
 
 
-def verify(algorithm: int, key: bytes, message: bytes | memoryview) -> bool:
+def verify(algorithm: int, key: bytes, message: bytes | bytearray | memoryview) -> bool:
     expected = compute_signature(algorithm, key, message)
     return hmac.compare_digest(expected, bytes(message[_SIG_OFFSET : _SIG_OFFSET + 16]))
 
@@ -125,7 +125,7 @@ def encrypt(cipher: int, key: bytes, session_id: int, message: bytes) -> bytes:
     return th.pack() + sealed[:-16]
 
 
-def decrypt(cipher: int, key: bytes, packet: bytes | memoryview) -> bytes:
+def decrypt(cipher: int, key: bytes, packet: bytes | bytearray | memoryview) -> bytes:
     th = TransformHeader.parse(packet)
     body = bytes(packet[TRANSFORM_SIZE:])
     if len(body) != th.original_size:
@@ -134,5 +134,5 @@ def decrypt(cipher: int, key: bytes, packet: bytes | memoryview) -> bytes:
     return _aead(cipher, key).decrypt(nonce, body + th.signature, th.aad())
 
 
-def preauth_update(current: bytes, message: bytes | memoryview) -> bytes:
+def preauth_update(current: bytes, message: bytes | bytearray | memoryview) -> bytes:
     return hashlib.sha512(current + bytes(message)).digest()

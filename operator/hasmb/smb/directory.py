@@ -20,6 +20,7 @@ from hasmb.smb.constants import (
 from hasmb.smb.errors import SmbError
 from hasmb.smb.fileinfo import FileMeta, stat_meta
 from hasmb.smb.request import Registry, Request
+from hasmb.smb.state import Open
 
 _REQ = struct.Struct("<HBBI16sHHI")
 _DIR_COMMON = struct.Struct("<IIQQQQQQII")  # 64 bytes: up to FileNameLength
@@ -120,22 +121,29 @@ async def handle_query_directory(req: Request) -> bytes:
         raise SmbError(Status.INVALID_PARAMETER)
     if "\\" in pattern or "/" in pattern:
         raise SmbError(Status.OBJECT_NAME_INVALID)
-    restart = bool(flags & (QD_RESTART_SCANS | QD_REOPEN))
-    if flags & QD_INDEX_SPECIFIED:
-        restart = restart or False
-    if op.dir_entries is None or restart or (pattern and pattern != op.dir_pattern and restart):
+    restart = bool(flags & (QD_RESTART_SCANS | QD_REOPEN | QD_INDEX_SPECIFIED))
+    if op.dir_entries is None or restart:
         try:
             names = sorted(os.listdir(op.host_path))
         except OSError as exc:
             raise SmbError(Status.ACCESS_DENIED) from exc
-        op.dir_pattern = pattern or op.dir_pattern or "*"
+        if pattern:
+            op.dir_pattern = pattern
+        op.dir_pattern = op.dir_pattern or "*"
         match = pattern_matcher(op.dir_pattern)
         op.dir_entries = [n for n in [".", "..", *names] if match(n)]
         op.dir_pos = 0
         first = True
     else:
         first = False
-    entries = op.dir_entries
+    out, count = _fill(op, cls, flags, out_len)
+    if count == 0:
+        raise SmbError(Status.NO_SUCH_FILE if first else Status.NO_MORE_FILES)
+    return struct.pack("<HHI", 9, 72, len(out)) + bytes(out)
+
+
+def _fill(op: Open, cls: int, flags: int, out_len: int) -> tuple[bytearray, int]:
+    entries = op.dir_entries or []
     out = bytearray()
     last_off = -1
     count = 0
@@ -171,6 +179,4 @@ async def handle_query_directory(req: Request) -> bytes:
         op.dir_pos += 1
         if flags & QD_RETURN_SINGLE_ENTRY:
             break
-    if count == 0:
-        raise SmbError(Status.NO_SUCH_FILE if first else Status.NO_MORE_FILES)
-    return struct.pack("<HHI", 9, 72, len(out)) + bytes(out)
+    return out, count

@@ -43,7 +43,7 @@ class Header:
         return bool(self.flags & FLAGS_ASYNC_COMMAND)
 
     @classmethod
-    def parse(cls, data: bytes | memoryview, offset: int = 0) -> Header:
+    def parse(cls, data: bytes | bytearray | memoryview, offset: int = 0) -> Header:
         if len(data) - offset < HEADER_SIZE:
             raise MalformedPacket("short SMB2 header")
         (
@@ -115,7 +115,7 @@ class TransformHeader:
     session_id: int
 
     @classmethod
-    def parse(cls, data: bytes | memoryview) -> TransformHeader:
+    def parse(cls, data: bytes | bytearray | memoryview) -> TransformHeader:
         if len(data) < TRANSFORM_SIZE:
             raise MalformedPacket("short transform header")
         proto, sig, nonce, size, _reserved, flags, sid = _TRANSFORM.unpack_from(data, 0)

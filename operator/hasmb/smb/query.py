@@ -23,8 +23,8 @@ from hasmb.smb.fileinfo import (
     basic_info,
     filetime_now,
     network_open_info,
-    stat_meta,
     standard_info,
+    stat_meta,
 )
 from hasmb.smb.request import Registry, Request
 from hasmb.smb.state import Open

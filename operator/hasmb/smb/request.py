@@ -157,8 +157,9 @@ class Request:
         loop = asyncio.get_running_loop()
         if self._cancel is None:
             self._cancel = loop.create_future()
-        task = asyncio.ensure_future(aw)
-        done, _ = await asyncio.wait({task, self._cancel}, return_when=asyncio.FIRST_COMPLETED)
+        task: asyncio.Future[T] = asyncio.ensure_future(aw)
+        waiters: set[asyncio.Future[Any]] = {task, self._cancel}
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             return task.result()
         task.cancel()

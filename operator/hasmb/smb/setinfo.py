@@ -209,6 +209,10 @@ async def _rename(req: Request, op: Open, data: bytes, ex: bool) -> None:
     parts = paths.split_smb_path(target)
     if not parts:
         raise SmbError(Status.OBJECT_NAME_INVALID)
+    _do_rename(req, op, parts, replace)
+
+
+def _do_rename(req: Request, op: Open, parts: list[str], replace: bool) -> None:
     root = op.tree.share.root
     new_host = paths.resolve(root, parts)
     if not os.path.isdir(os.path.dirname(new_host)):
