@@ -75,6 +75,10 @@ class RpcTcpServer:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # stop(): end quietly; asyncio's stream callback would log a
+            # cancelled client task as an error (Python 3.11).
+            pass
         finally:
             self._tasks.discard(task)
 
