@@ -87,6 +87,16 @@ class NtlmSession:
         s2c = _Direction(sign_key(key, _S2C_SIGN), _rc4(seal_key(key, flags, _S2C_SEAL)))
         self._send, self._recv = (s2c, c2s) if self.server else (c2s, s2c)
 
+    def advance_sequence(self, n: int = 1) -> None:
+        """Skip `n` sequence numbers in both directions without touching RC4.
+
+        SPNEGO's mechListMIC exchange consumes sequence number 0 in each
+        direction; Samba (and Windows) then reset the RC4 handles but carry on
+        from sequence number 1.
+        """
+        self._send.seq += n
+        self._recv.seq += n
+
     def _mac(self, d: _Direction, message: bytes) -> bytes:
         # MS-NLMP 3.4.4.2: HMAC_MD5 over SeqNum || Message, first 8 bytes, RC4'd
         # with the direction's sealing handle when keys were exchanged.

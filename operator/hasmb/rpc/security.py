@@ -21,8 +21,15 @@ from hasmb.auth.ntlm_session import (
     NtlmSession,
     NtlmSignatureError,
 )
-from hasmb.auth.spnego import SpnegoNtlmAcceptor
+from hasmb.auth.spnego import SpnegoNtlmAcceptor, _parse_resp
 from hasmb.rpc.pdu import AuthLevel, AuthType
+
+
+def _has_mech_list_mic(token: bytes) -> bool:
+    try:
+        return _parse_resp(token).mech_list_mic is not None
+    except NtlmAuthError:
+        return False
 
 
 class RpcAuthError(Exception):
@@ -92,9 +99,13 @@ class SecurityContext:
                 self.failed = True
                 raise RpcAuthError("client did not negotiate NTLM sealing")
             self.result = result
-            # A fresh session: after SPNEGO's mechListMIC the NTLM state restarts
-            # at sequence 0 (MS-SPNG 3.3.5.1); raw NTLMSSP never used it.
+            # A fresh session (RC4 handles reset).  When SPNEGO exchanged
+            # mechListMICs they used sequence number 0 in each direction and
+            # DCE/RPC continues at 1 (observed with Samba's clients); raw
+            # NTLMSSP starts at 0.
             self.session = NtlmSession(result.exported_session_key, flags, server=True)
+            if self.auth_type == AuthType.SPNEGO and _has_mech_list_mic(step.out_token):
+                self.session.advance_sequence(1)
         return step.out_token, step.complete
 
     @property
