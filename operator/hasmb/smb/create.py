@@ -281,8 +281,7 @@ async def handle_create(req: Request) -> bytes:
     session.opens[op.volatile_id] = op
     req.server.state.add_open(op)
     req.compound.file_id = op.file_id
-    hooks: list[CreateHook] = req.server.__dict__.setdefault("create_hooks", [])
-    for hook in hooks:
+    for hook in req.server.create_hooks:
         await hook(req, p, op)
     if not tree.share.is_ipc:
         await _standard_contexts(req, p, op)
@@ -473,6 +472,14 @@ async def open_file(req: Request, tree: TreeConnect, p: CreateParams) -> tuple[O
         _maybe_drop_node(server, node)
         raise SmbError(Status.DELETE_PENDING)
     await oplock.break_for_open(req, node, access, p)
+    if node.opens or server.state.files.get(key) is not node:
+        # the break may have let holders close (and delete) the file meanwhile
+        if not os.path.exists(host):
+            raise SmbError(Status.OBJECT_NAME_NOT_FOUND)
+        node = server.state.node_for(key, host)
+    if node.delete_pending and action != FILE_CREATED:
+        _maybe_drop_node(server, node)
+        raise SmbError(Status.DELETE_PENDING)
     for other in node.opens:
         if share_conflict(other, access, p.share_access):
             _maybe_drop_node(server, node)

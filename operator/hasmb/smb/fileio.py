@@ -75,6 +75,10 @@ async def handle_read(req: Request) -> bytes:
     if offset > MAX_FILE_OFFSET:
         raise SmbError(Status.INVALID_PARAMETER)
     check_lock_conflict(op, offset, length, write=False)
+    if length == 0:
+        if min_count:
+            raise SmbError(Status.END_OF_FILE)
+        return _READ_RESP.pack(17, 80, 0, 0, 0, 0)
     try:
         if length > THREAD_THRESHOLD:
             data = await asyncio.to_thread(os.pread, op.fd, length, offset)
@@ -82,12 +86,8 @@ async def handle_read(req: Request) -> bytes:
             data = os.pread(op.fd, length, offset)
     except OSError as exc:
         raise SmbError(errno_to_status(exc)) from exc
-    if (not data and length > 0) or len(data) < min_count:
+    if not data or len(data) < min_count:
         raise SmbError(Status.END_OF_FILE)
-    if not data and length == 0:
-        size = os.fstat(op.fd).st_size
-        if offset >= size and offset > 0:
-            raise SmbError(Status.END_OF_FILE)
     op.position = offset + len(data)
     return _READ_RESP.pack(17, 80, 0, len(data), 0, 0) + data
 

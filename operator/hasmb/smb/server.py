@@ -32,6 +32,7 @@ import struct
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from hasmb.smb import crypto
 from hasmb.smb.config import ShareConfig, SmbdConfig
@@ -302,6 +303,8 @@ class SmbServer:
         self._server: asyncio.AbstractServer | None = None
         self.start_time = 0
         self.draining = False
+        # async def hook(req, params, open) run after every successful CREATE (CA adds its own)
+        self.create_hooks: list[Any] = []
         for s in config.shares:
             self.add_share(s)
         self.add_share(ShareConfig(name="IPC$", path="", comment="IPC Service"), ipc=True)

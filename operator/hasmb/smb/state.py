@@ -131,6 +131,8 @@ class Open:
     delete_on_close: bool = False
     oplock_level: int = 0
     oplock_breaking: bool = False
+    oplock_break_to: int = 0
+    break_event: asyncio.Event | None = None
     lease: Lease | None = None
     # directory enumeration (QUERY_DIRECTORY)
     dir_entries: list[str] | None = None
