@@ -6,9 +6,12 @@ Tests in tests/unit are marked `unit`, tests/protocol `protocol`, tests/cluster
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.support.cluster import KubeCluster, cluster_session
 
 _TIERS = ("unit", "protocol", "cluster", "e2e")
 
@@ -19,3 +22,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for tier in _TIERS:
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[KubeCluster]:
+    """hack/cluster's control plane (contract 1): reused if up, else brought up for the session."""
+    yield from cluster_session()
