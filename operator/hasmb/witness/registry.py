@@ -51,7 +51,7 @@ class Registration:
     client_name: str
     share_name: str | None = None
     flags: int = 0
-    keepalive_timeout: int = 0  # seconds, V2 only; 0 = wait forever
+    keepalive_timeout: float = 0  # seconds, V2 only; 0 = wait forever
     owner: int = 0  # association id, for context handle rundown
     last_used: float = field(default_factory=time.monotonic)
     queue: deque[Notification] = field(default_factory=deque)
