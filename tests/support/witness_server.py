@@ -35,7 +35,9 @@ class WitnessEnv:
 
 
 @contextlib.asynccontextmanager
-async def witness_env(epm: bool = True, timeout: float = 120.0) -> AsyncIterator[WitnessEnv]:
+async def witness_env(
+    epm: bool = True, registration_timeout: float = 120.0
+) -> AsyncIterator[WitnessEnv]:
     for _attempt in range(5):
         ip = free_loopback_address()
         partner = ip.rsplit(".", 1)[0] + "." + str(int(ip.rsplit(".", 1)[1]) + 1)
@@ -46,7 +48,7 @@ async def witness_env(epm: bool = True, timeout: float = 120.0) -> AsyncIterator
                 WitnessInterfaceConfig(NETNAME, ipv4=ip, node="node-a"),
                 WitnessInterfaceConfig(NETNAME, ipv4=partner, node="node-b"),
             ],
-            registration_timeout=timeout,
+            registration_timeout=registration_timeout,
         )
         svc = WitnessService(
             cfg, {USER: PASSWORD}, NETNAME, share_exists=lambda s: s.lower() == SHARE
