@@ -74,8 +74,14 @@ def lease_response(lease: Lease) -> bytes:
         if lease.parent_key:
             flags |= LEASE_FLAG_PARENT_LEASE_KEY_SET
         return struct.pack(
-            "<16sIIQ16sHH", lease.key, lease.state, flags, 0,
-            lease.parent_key or b"\x00" * 16, lease.epoch, 0,
+            "<16sIIQ16sHH",
+            lease.key,
+            lease.state,
+            flags,
+            0,
+            lease.parent_key or b"\x00" * 16,
+            lease.epoch,
+            0,
         )
     return struct.pack("<16sIIQ", lease.key, lease.state, flags, 0)
 
@@ -179,8 +185,15 @@ def send_lease_break(server: SmbServer, lease: Lease, new_state: int, ack: bool)
     if holder is None:
         return
     body = _LEASE_BREAK.pack(
-        44, lease.epoch if lease.version == 2 else 0, 1 if ack else 0, lease.key,
-        lease.state, new_state, 0, 0, 0,
+        44,
+        lease.epoch if lease.version == 2 else 0,
+        1 if ack else 0,
+        lease.key,
+        lease.state,
+        new_state,
+        0,
+        0,
+        0,
     )
     _send(server, holder, body)
 

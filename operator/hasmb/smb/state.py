@@ -112,6 +112,11 @@ class FileNode:
     lock_changed: asyncio.Event = field(default_factory=asyncio.Event)
     delete_pending: bool = False
 
+    def signal_locks(self) -> None:
+        """Wake every blocked LOCK waiting on this file (each re-checks its range)."""
+        ev, self.lock_changed = self.lock_changed, asyncio.Event()
+        ev.set()
+
 
 @dataclass(eq=False)
 class Open:
@@ -213,7 +218,7 @@ class GlobalState:
             before = len(node.locks)
             node.locks = [lk for lk in node.locks if lk.open is not op]
             if len(node.locks) != before:
-                node.lock_changed.set()
+                node.signal_locks()
             if not node.opens and self.files.get(node.key) is node:
                 del self.files[node.key]
         for cb in self.on_open_change:
