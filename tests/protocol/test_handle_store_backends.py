@@ -32,6 +32,7 @@ from hasmb.handles import (
     PersistentOpenRecord,
     StaleEpochError,
     StoreChange,
+    StoreFollower,
     StoreMirror,
     open_store,
 )
@@ -413,6 +414,53 @@ async def test_old_owner_in_another_process_is_fenced_mid_stream(backend: Backen
         assert after == at_takeover
         assert set(acked) <= after
     finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_standby_takes_over_from_its_warm_mirror(backend: Backend) -> None:
+    """The old owner keeps writing in another process while the standby takes over;
+    once the standby's follower reports the new epoch, its mirror is complete."""
+    standby = backend.new_store()
+    # The mirror as it was at the very event that reported each epoch.
+    at_epoch: dict[int, dict[int, PersistentOpenRecord]] = {}
+
+    def on_change(change: StoreChange, mirror: StoreMirror) -> None:
+        if change.kind in ("epoch", "reset") and mirror.epoch not in at_epoch:
+            at_epoch[mirror.epoch] = dict(mirror.records)
+
+    follower = StoreFollower(standby, retry_delay=0.1, on_change=on_change)
+    follower.start()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        OLD_OWNER_SCRIPT,
+        backend.spec,
+        json.dumps(backend.options),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            await follower.wait_synced()
+            acks = 0
+            while acks < 30:
+                words = (await proc.stdout.readline()).decode().split()
+                acks += words[0] == "ACK"
+            epoch = await standby.take_ownership("standby-node")
+            await follower.wait_epoch(epoch)
+        assert (follower.mirror.epoch, follower.mirror.owner) == (epoch, "standby-node")
+        warm = at_epoch[epoch]
+        cold = {r.persistent_id: r for r in await standby.load_all()}
+        assert warm == cold
+        assert follower.mirror.records == cold
+        assert len(warm) >= 30
+        # It writes as the owner now, and the old one is fenced.
+        await standby.put(make_record(10**9))
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        await follower.stop()
         if proc.returncode is None:
             proc.kill()
             await proc.wait()

@@ -52,7 +52,15 @@ Backends, chosen by a spec string (`open_store`, parsed in spec.py)
 Following
     `follow()` yields a "reset" with the full state, then "put"/"delete"/
     "epoch" changes (and another "reset" whenever continuity was lost), so a
-    standby keeps a warm `StoreMirror` and takeover needs no cold load.
+    standby keeps a warm `StoreMirror` (`StoreFollower` runs it in the
+    background) and takeover needs no cold load. An epoch is reported only
+    once its fence is complete (every change written under older epochs was
+    delivered first), so takeover is:
+
+        epoch = await store.take_ownership(me)
+        async with asyncio.timeout(10):
+            await follower.wait_epoch(epoch)
+        records = follower.mirror.records      # complete
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ from hasmb.handles.errors import (
     StoreFullError,
     StoreSpecError,
 )
+from hasmb.handles.follower import StoreFollower
 from hasmb.handles.group_commit import CommitStats, GroupCommitter, WriteOp
 from hasmb.handles.record import ByteRangeLock, LeaseInfo, PersistentOpenRecord
 from hasmb.handles.spec import StoreSpec, parse_store_spec
@@ -102,6 +111,7 @@ __all__ = [
     "StaleEpochError",
     "StoreChange",
     "StoreError",
+    "StoreFollower",
     "StoreFullError",
     "StoreMirror",
     "StoreSpec",

@@ -188,18 +188,19 @@ class ConfigMapHandleStore(HandleStore):
             if requested is not None and requested <= cur:
                 raise StaleEpochError(requested, cur)
             new = requested if requested is not None else cur + 1
+            shards = int(data.get("shards", str(self.default_shards)))
             try:
                 await self._cas_patch(
                     self._meta_name,
                     meta["metadata"]["resourceVersion"],
-                    {EPOCH_KEY: str(new), "owner": owner},
+                    {EPOCH_KEY: str(new), "owner": owner, "shards": str(shards)},
                     role="meta",
                 )
             except KubeApiError as exc:
                 if exc.status == 409:
                     continue
                 raise
-            return new, int(data.get("shards", str(self.default_shards)))
+            return new, shards
 
     async def _stamp(self, shard: _Shard, epoch: int) -> None:
         """CAS the new epoch into one shard (creating it if missing)."""
@@ -345,37 +346,25 @@ class ConfigMapHandleStore(HandleStore):
         )
         return list(res.get("items") or []), res["metadata"]["resourceVersion"]
 
-    def _decode(
-        self, items: list[dict[str, Any]]
-    ) -> tuple[dict[str, dict[str, str]], EpochInfo, dict[int, PersistentOpenRecord]]:
-        shard_data: dict[str, dict[str, str]] = {}
-        epoch = EpochInfo(0, "")
-        records: dict[int, PersistentOpenRecord] = {}
-        for item in items:
-            labels = item["metadata"].get("labels") or {}
-            data = dict(item.get("data") or {})
-            if labels.get(LABEL_ROLE) == "meta":
-                epoch = EpochInfo(int(data.get(EPOCH_KEY, "0")), data.get("owner", ""))
-                continue
-            shard_data[item["metadata"]["name"]] = data
-            for key, value in data.items():
-                if is_record_key(key):
-                    rec = _decode_record(key, value)
-                    prev = records.get(rec.persistent_id)
-                    if prev is None or rec.epoch >= prev.epoch:
-                        records[rec.persistent_id] = rec
-        return shard_data, epoch, records
-
     async def load_all(self) -> list[PersistentOpenRecord]:
         items, _ = await self._list()
-        return list(self._decode(items)[2].values())
+        view = _FollowView(self.name)
+        for item in items:
+            view.apply("ADDED", item)
+        return list(view.records().values())
 
     async def follow(self) -> AsyncIterator[StoreChange]:
         while True:
             items, rv = await self._list()
-            shard_data, epoch, records = self._decode(items)
+            view = _FollowView(self.name)
+            for item in items:
+                view.apply("ADDED", item)
+            view.announced = view.fenced()
             yield StoreChange(
-                "reset", records=tuple(records.values()), epoch=epoch.epoch, owner=epoch.owner
+                "reset",
+                records=tuple(view.records().values()),
+                epoch=view.announced.epoch,
+                owner=view.announced.owner,
             )
             params = {
                 "labelSelector": f"{LABEL_STORE}={self.name}",
@@ -389,37 +378,58 @@ class ConfigMapHandleStore(HandleStore):
                     async for event in self.api.watch(
                         self._base, {**params, "resourceVersion": rv}
                     ):
-                        kind = event.get("type")
+                        kind = str(event.get("type"))
                         obj = event.get("object") or {}
                         if kind == "ERROR":
                             raise StoreError(f"watch error: {obj.get('message')}")
                         rv = obj.get("metadata", {}).get("resourceVersion", rv)
                         if kind == "BOOKMARK":
                             continue
-                        for change in self._event_changes(kind, obj, shard_data, epoch):
-                            if change.kind == "epoch":
-                                epoch = EpochInfo(change.epoch, change.owner)
+                        for change in view.apply(kind, obj):
                             yield change
+                        fenced = view.fenced()
+                        if fenced.epoch > view.announced.epoch:
+                            view.announced = fenced
+                            yield StoreChange("epoch", epoch=fenced.epoch, owner=fenced.owner)
             except StoreError:
                 # Lost the watch (410 Gone, apiserver restart): relist after a
                 # pause, so a persistent failure does not spin.
                 await asyncio.sleep(0.5)
 
-    def _event_changes(
-        self,
-        kind: str | None,
-        obj: dict[str, Any],
-        shard_data: dict[str, dict[str, str]],
-        epoch: EpochInfo,
-    ) -> list[StoreChange]:
+    async def destroy(self) -> None:
+        """Delete every object of this store (the SVM and its state are gone)."""
+        await self.api.request(
+            "DELETE", self._base, params={"labelSelector": f"{LABEL_STORE}={self.name}"}
+        )
+
+    async def _close(self) -> None:
+        await self.api.close()
+
+
+@dataclass
+class _FollowView:
+    """A reader's copy of the store's objects, built from a list and watch events.
+
+    An epoch counts as reached ("fenced") only once NAME-meta holds it and
+    every shard has been stamped with it: only then can no write of an older
+    owner still land, so a follower that reports epoch N holds everything
+    written before N.
+    """
+
+    name: str
+    meta: dict[str, str] = field(default_factory=dict)
+    shards: dict[str, dict[str, str]] = field(default_factory=dict)
+    announced: EpochInfo = field(default_factory=lambda: EpochInfo(0, ""))
+
+    def apply(self, kind: str, obj: dict[str, Any]) -> list[StoreChange]:
         labels = obj["metadata"].get("labels") or {}
         data = dict(obj.get("data") or {}) if kind != "DELETED" else {}
         if labels.get(LABEL_ROLE) == "meta":
-            new = EpochInfo(int(data.get(EPOCH_KEY, "0")), data.get("owner", ""))
-            return [StoreChange("epoch", epoch=new.epoch, owner=new.owner)] if new != epoch else []
+            self.meta = data
+            return []
         name = obj["metadata"]["name"]
-        old = shard_data.get(name, {})
-        shard_data[name] = data
+        old = self.shards.get(name, {})
+        self.shards[name] = data
         changes = []
         for key, value in data.items():
             if is_record_key(key) and old.get(key) != value:
@@ -430,14 +440,27 @@ class ConfigMapHandleStore(HandleStore):
                 changes.append(StoreChange("delete", persistent_id=int(key, 16)))
         return changes
 
-    async def destroy(self) -> None:
-        """Delete every object of this store (the SVM and its state are gone)."""
-        await self.api.request(
-            "DELETE", self._base, params={"labelSelector": f"{LABEL_STORE}={self.name}"}
-        )
+    def records(self) -> dict[int, PersistentOpenRecord]:
+        records: dict[int, PersistentOpenRecord] = {}
+        for data in self.shards.values():
+            for key, value in data.items():
+                if is_record_key(key):
+                    rec = _decode_record(key, value)
+                    prev = records.get(rec.persistent_id)
+                    if prev is None or rec.epoch >= prev.epoch:
+                        records[rec.persistent_id] = rec
+        return records
 
-    async def _close(self) -> None:
-        await self.api.close()
+    def fenced(self) -> EpochInfo:
+        meta_epoch = int(self.meta.get(EPOCH_KEY, "0"))
+        count = int(self.meta.get("shards", "0"))
+        stamped = [
+            int(self.shards.get(f"{self.name}-{i}", {}).get(EPOCH_KEY, "0")) for i in range(count)
+        ]
+        epoch = min([meta_epoch, *stamped])
+        if epoch == meta_epoch:
+            return EpochInfo(epoch, self.meta.get("owner", ""))
+        return self.announced if epoch <= self.announced.epoch else EpochInfo(epoch, "")
 
 
 def _decode_record(key: str, value: str) -> PersistentOpenRecord:

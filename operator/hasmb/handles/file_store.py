@@ -290,30 +290,36 @@ class FileHandleStore(HandleStore):
 
     async def follow(self) -> AsyncIterator[StoreChange]:
         # Polling: portable to any shared filesystem (inotify does not see
-        # writes made on another NFS client).
+        # writes made on another NFS client). The epoch is read before the
+        # data it covers: every write under an older epoch was appended before
+        # the epoch file was replaced, so data read afterwards includes it.
         dir_ = self.directory
-        snap = await asyncio.to_thread(_read_consistent, dir_)
-        ep = await self.read_epoch()
         epoch_ino = await asyncio.to_thread(_ino, dir_ / EPOCH_FILE)
+        ep = await self.read_epoch()
+        snap = await asyncio.to_thread(_read_consistent, dir_)
         yield StoreChange(
             "reset", records=tuple(snap.records.values()), epoch=ep.epoch, owner=ep.owner
         )
         while True:
             await asyncio.sleep(self.poll_interval)
             new_epoch_ino = await asyncio.to_thread(_ino, dir_ / EPOCH_FILE)
+            new_ep = ep
             if new_epoch_ino != epoch_ino:
                 epoch_ino = new_epoch_ino
-                ep = await self.read_epoch()
-                yield StoreChange("epoch", epoch=ep.epoch, owner=ep.owner)
+                new_ep = await self.read_epoch()
             result = await asyncio.to_thread(self._poll_log, snap)
             if result is None:
                 snap = await asyncio.to_thread(_read_consistent, dir_)
+                ep = new_ep
                 yield StoreChange(
                     "reset", records=tuple(snap.records.values()), epoch=ep.epoch, owner=ep.owner
                 )
                 continue
             for change in result:
                 yield change
+            if new_ep != ep:
+                ep = new_ep
+                yield StoreChange("epoch", epoch=ep.epoch, owner=ep.owner)
 
     def _poll_log(self, snap: _Snapshot) -> list[StoreChange] | None:
         """New changes since `snap` (advancing it), or None if a reload is needed."""

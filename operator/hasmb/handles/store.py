@@ -38,7 +38,9 @@ class StoreChange:
       the backend lost continuity (compaction, watch expiry).
     - "put": `record` was created or changed.
     - "delete": `persistent_id` is gone.
-    - "epoch": ownership moved to `epoch`/`owner`.
+    - "epoch": ownership moved to `epoch`/`owner`, and the move is fenced:
+      every change written under an older epoch was delivered before this
+      event, and none can follow it. (A reset's epoch means the same.)
     """
 
     kind: Literal["reset", "put", "delete", "epoch"]
