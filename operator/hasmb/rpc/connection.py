@@ -74,8 +74,9 @@ log = logging.getLogger(__name__)
 # C706 12.6.3.1: every implementation must accept fragments of 1432 bytes.
 MIN_FRAG = 1432
 MAX_FRAG = 5840
-MAX_CALL_STUB = 4 * 1024 * 1024
-MAX_CALLS = 64
+MAX_CALL_STUB = 1024 * 1024
+MAX_CALLS = 64  # calls executing at once on one association
+MAX_PARTIAL = 4  # requests being reassembled at once on one association
 NCA_S_FAULT_CANCEL = 0x1C00000D
 NCA_S_SERVER_TOO_BUSY = 0x1C010014
 # Bind time feature negotiation (MS-RPCE 2.2.2.14): we honour "keep
@@ -290,7 +291,7 @@ class RpcConnection:
             if part is not None or h.call_id in self._calls:
                 await self._fault(h.call_id, NCA_S_PROTO_ERROR, req.context_id)
                 return False
-            if len(self._partial) + len(self._calls) >= MAX_CALLS:
+            if len(self._partial) >= MAX_PARTIAL or len(self._calls) >= MAX_CALLS:
                 await self._fault(h.call_id, NCA_S_SERVER_TOO_BUSY, req.context_id)
                 return True
             part = _PartialCall(req.context_id, req.opnum, level)

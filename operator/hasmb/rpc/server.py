@@ -28,8 +28,8 @@ from hasmb.rpc.security import AuthIdentity
 
 log = logging.getLogger(__name__)
 
-# Before bind the peer has not negotiated; accept up to our own maximum.
 IDLE_TIMEOUT = 3600.0
+MAX_CONNECTIONS = 1024
 
 
 class RpcTcpServer:
@@ -72,6 +72,10 @@ class RpcTcpServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._tasks) >= MAX_CONNECTIONS:
+            log.warning("rpc: connection limit %d reached; refusing a client", MAX_CONNECTIONS)
+            writer.close()
+            return
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
@@ -95,6 +99,7 @@ class RpcTcpServer:
             while True:
                 header = await asyncio.wait_for(reader.readexactly(HEADER_SIZE), IDLE_TIMEOUT)
                 frag_length, _auth, call_id = struct.unpack_from("<HHI", header, 8)
+                # Before bind the peer has not negotiated; accept up to our maximum.
                 limit = conn.max_recv_frag if conn.bound else MAX_FRAG
                 if frag_length > limit or frag_length < HEADER_SIZE:
                     log.info(

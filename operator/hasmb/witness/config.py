@@ -45,10 +45,10 @@ class WitnessInterfaceConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> WitnessInterfaceConfig:
         return cls(
             name=str(d["name"]),
-            ipv4=d.get("ipv4"),
-            ipv6=d.get("ipv6"),
-            node=str(d.get("node", "")),
-            state=str(d.get("state", "available")),
+            ipv4=d.get("ipv4") or None,
+            ipv6=d.get("ipv6") or None,
+            node=str(d.get("node") or ""),
+            state=str(d.get("state") or "available"),
         )
 
     def addresses(self) -> list[str]:
@@ -69,6 +69,29 @@ class WitnessConfig:
             endpoint_mapper_port=int(d.get("endpointMapperPort", 135)),
             interfaces=[WitnessInterfaceConfig.from_dict(i) for i in d.get("interfaces", [])],
             registration_timeout=float(d.get("registrationTimeout", 120.0)),
+        )
+
+    @classmethod
+    def coerce(cls, obj: object) -> WitnessConfig:
+        """From the YAML mapping, or from any object with the same attributes in
+        snake_case (e.g. hasmb.smb.config's witness dataclass; "" means unset)."""
+        if isinstance(obj, Mapping):
+            return cls.from_dict(obj)
+        ifaces = [
+            WitnessInterfaceConfig(
+                name=str(getattr(i, "name", "")),
+                ipv4=getattr(i, "ipv4", None) or None,
+                ipv6=getattr(i, "ipv6", None) or None,
+                node=str(getattr(i, "node", "") or ""),
+                state=str(getattr(i, "state", "") or "available"),
+            )
+            for i in getattr(obj, "interfaces", []) or []
+        ]
+        return cls(
+            listen=str(getattr(obj, "listen", "") or "0.0.0.0:5050"),
+            endpoint_mapper_port=int(getattr(obj, "endpoint_mapper_port", 135)),
+            interfaces=ifaces,
+            registration_timeout=float(getattr(obj, "registration_timeout", 120.0)),
         )
 
     @property

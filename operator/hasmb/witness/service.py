@@ -14,7 +14,10 @@ Usage (what hasmb-smbd and the HA logic do)::
     await svc.stop()
 
 Every notify_* method returns the number of registrations it queued a message
-for; a pending AsyncNotify completes as soon as its message is queued.
+for; a pending AsyncNotify completes as soon as its message is queued.  Call
+them on the service's event loop (from another thread use
+`loop.call_soon_threadsafe`).  `WitnessConfig.coerce()` builds the config from
+the YAML `witness:` mapping or from hasmb.smb.config's witness dataclass.
 `port` / `epm_port` give the bound ports (useful with port 0 in tests).
 Standalone, with no `interfaces` configured, the service answers for
 `netname` at its own listen address.
