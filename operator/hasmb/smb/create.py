@@ -570,6 +570,8 @@ async def close_open(server: SmbServer, op: Open) -> None:
     if node is not None and op.delete_on_close:
         node.delete_pending = True
     server.state.remove_open(op)
+    if node is not None:
+        node.signal_locks()  # blocked LOCKs of this open end; others re-check
     if node is not None and node.delete_pending and not node.opens:
         try:
             if op.is_directory:

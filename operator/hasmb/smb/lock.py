@@ -37,9 +37,11 @@ def conflicts(node: FileNode, op: Open, offset: int, length: int, exclusive: boo
     for lk in node.locks:
         if not lk.overlaps(offset, length):
             continue
-        if not exclusive and not lk.exclusive:
-            continue  # shared locks coexist, whoever holds them
-        return True
+        if exclusive:
+            return True
+        # a shared request stacks on shared locks and on the requester's own exclusive one
+        if lk.exclusive and lk.open is not op:
+            return True
     return False
 
 
@@ -64,6 +66,7 @@ async def handle_lock(req: Request) -> bytes:
     if node is None or op.is_directory:
         raise SmbError(Status.INVALID_PARAMETER if node is None else Status.INVALID_DEVICE_REQUEST)
     if elems[0][2] & LOCKFLAG_UNLOCK:
+        # processed in order: an earlier failure wins over a later malformed element
         for offset, length, flags in elems:
             if flags != LOCKFLAG_UNLOCK:
                 raise SmbError(Status.INVALID_PARAMETER)
@@ -88,7 +91,7 @@ async def handle_lock(req: Request) -> bytes:
                 waiter = node.lock_changed
                 await req.wait_cancellable(waiter.wait())
                 if op.closed:
-                    raise SmbError(Status.FILE_CLOSED)
+                    raise SmbError(Status.RANGE_NOT_LOCKED)
             lk = ByteRangeLock(op, offset, length, exclusive)
             node.locks.append(lk)
             granted.append(lk)
