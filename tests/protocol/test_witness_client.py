@@ -167,3 +167,22 @@ async def test_standalone_runner_delivers_events_from_stdin() -> None:
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_notifications_iterator_rides_over_keepalive_timeouts() -> None:
+    from hasmb.witness.client import notifications
+
+    async with witness_env() as env:
+        wc = await WitnessClient.connect(env.ip, user=USER, password=PASSWORD)
+        try:
+            h = await wc.register_ex(NETNAME, None, env.ip, "ITER", keepalive_timeout=1)
+            stream = notifications(wc, h)
+            nxt = asyncio.create_task(anext(stream))
+            await asyncio.sleep(1.5)  # one keep-alive timeout passes unnoticed
+            assert not nxt.done()
+            env.service.notify_client_move([env.partner_ip])
+            note = await asyncio.wait_for(nxt, 2)
+            assert note.move_targets() == [env.partner_ip]
+            await wc.unregister(h)
+        finally:
+            wc.close()

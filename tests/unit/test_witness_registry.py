@@ -182,3 +182,18 @@ def test_config_from_dict() -> None:
         WitnessInterfaceConfig("x", ipv4="fd00::1")
     with pytest.raises(ValueError):
         WitnessInterfaceConfig("x", ipv4="10.0.0.1", state="sleepy")
+
+
+def test_choose_witness_interface_prefers_the_other_node() -> None:
+    from hasmb.witness.client import InterfaceInfo, choose_witness_interface
+    from hasmb.witness.messages import IF_IPV4_VALID, IF_WITNESS, STATE_UNAVAILABLE
+
+    a = InterfaceInfo("SVM1", WITNESS_V2, 1, "10.0.0.1", None, IF_WITNESS | IF_IPV4_VALID)
+    b = InterfaceInfo("SVM1", WITNESS_V2, 1, "10.0.0.2", None, IF_WITNESS | IF_IPV4_VALID)
+    down = InterfaceInfo(
+        "SVM1", WITNESS_V2, STATE_UNAVAILABLE, "10.0.0.3", None, IF_WITNESS | IF_IPV4_VALID
+    )
+    assert choose_witness_interface([a, b], "10.0.0.1") == b
+    assert choose_witness_interface([down, a], "10.0.0.9") == a
+    assert choose_witness_interface([a], "10.0.0.1") == a  # single node: better than none
+    assert choose_witness_interface([down], "10.0.0.1") is None

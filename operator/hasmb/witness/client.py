@@ -9,12 +9,16 @@
 
 Without `port` the endpoint mapper on `epm_port` (135) is asked first.
 Calls that return a Win32 error raise `WitnessCallError(code)`.
+`choose_witness_interface()` picks where to register (MS-SWN 3.2.4.1: a
+witness interface on another node than the one serving the SMB connection)
+and `notifications()` loops AsyncNotify, riding over keep-alive timeouts.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from hasmb.rpc.client import RpcClient, epm_lookup
@@ -22,11 +26,14 @@ from hasmb.rpc.ndr import ContextHandle, NdrReader, NdrWriter
 from hasmb.rpc.pdu import AuthLevel
 from hasmb.witness.messages import (
     CLIENT_MOVE_NOTIFICATION,
+    ERROR_TIMEOUT,
     IF_IPV4_VALID,
     IF_IPV6_VALID,
+    IF_WITNESS,
     IP_CHANGE_NOTIFICATION,
     RESOURCE_CHANGE_NOTIFICATION,
     SHARE_MOVE_NOTIFICATION,
+    STATE_AVAILABLE,
     WITNESS_V1,
     WITNESS_V2,
     IpAddrInfo,
@@ -193,3 +200,26 @@ class WitnessClient:
         elif mtype in (CLIENT_MOVE_NOTIFICATION, SHARE_MOVE_NOTIFICATION, IP_CHANGE_NOTIFICATION):
             note.ip_lists = parse_ip_lists(buf, num)
         return note
+
+
+def choose_witness_interface(
+    interfaces: list[InterfaceInfo], connected_ip: str
+) -> InterfaceInfo | None:
+    """An available witness interface whose address is not the one the SMB
+    connection uses (so the witness runs where the failure is not)."""
+    usable = [i for i in interfaces if i.flags & IF_WITNESS and i.state == STATE_AVAILABLE]
+    others = [i for i in usable if connected_ip not in (i.ipv4, i.ipv6)]
+    candidates = others or usable
+    return candidates[0] if candidates else None
+
+
+async def notifications(
+    client: WitnessClient, handle: ContextHandle
+) -> AsyncIterator[WitnessNotification]:
+    """AsyncNotify in a loop; a keep-alive ERROR_TIMEOUT just asks again."""
+    while True:
+        try:
+            yield await client.async_notify(handle)
+        except WitnessCallError as e:
+            if e.code != ERROR_TIMEOUT:
+                raise
