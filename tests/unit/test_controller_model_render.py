@@ -151,3 +151,34 @@ def test_lease_carries_holder_epoch_and_resource_version_for_cas() -> None:
     assert moved["metadata"]["resourceVersion"] == "42"
     assert moved["metadata"]["annotations"][render.ANN_EPOCH] == "2"
     assert moved["spec"]["acquireTime"] != lease["spec"]["acquireTime"]
+
+
+def test_store_ignores_late_events_of_a_replaced_object() -> None:
+    from hasmb.controller.store import Store
+
+    store = Store()
+    old = {
+        "metadata": {
+            "name": "p",
+            "namespace": "ns1",
+            "uid": "old",
+            "resourceVersion": "5",
+            "labels": {render.LABEL_SVM: "svm1"},
+        }
+    }
+    new = {
+        "metadata": {
+            "name": "p",
+            "namespace": "ns1",
+            "uid": "new",
+            "resourceVersion": "9",
+            "labels": {render.LABEL_SVM: "svm1"},
+        }
+    }
+    store.put("Pod", old)
+    store.put("Pod", new)
+    assert store.put("Pod", old) is new  # a stale MODIFIED never wins
+    assert store.remove("Pod", old) is None  # the old pod's DELETED arrives late
+    assert store.get("Pod", "ns1", "p") is new
+    assert store.of_svm("Pod", "ns1", "svm1") == [new]
+    assert store.remove("Pod", new) is new and store.of_svm("Pod", "ns1", "svm1") == []

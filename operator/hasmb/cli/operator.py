@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     import hasmb.controller.handlers  # noqa: F401 - registers the handlers
 
     kopf.configure(verbose=args.verbose, quiet=args.quiet)
+    if not args.verbose:
+        # kopf logs every watch-event handler call; our reconcilers log what matters.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     stop = asyncio.Event()
 
     async def run() -> None:

@@ -38,6 +38,10 @@ def svm_of(kind: str, body: Body) -> str | None:
     return str(svm) if svm else None
 
 
+def _uid(body: Body) -> str:
+    return str((body.get("metadata") or {}).get("uid") or "")
+
+
 def resource_version(body: Body) -> int:
     try:
         return int((body.get("metadata") or {}).get("resourceVersion") or 0)
@@ -66,9 +70,17 @@ class Store:
         return old
 
     def remove(self, kind: str, body: Body) -> Body | None:
-        old = self.objects[kind].pop(key_of(body), None)
-        if old is not None:
-            self._unindex(kind, old)
+        """Forget `body`, unless the name now belongs to a newer object (other uid).
+
+        kopf handles each object (uid) in its own stream, so the DELETED event of a
+        pod can arrive after the ADDED event of its same-named replacement.
+        """
+        key = key_of(body)
+        old = self.objects[kind].get(key)
+        if old is None or _uid(old) != _uid(body):
+            return None
+        del self.objects[kind][key]
+        self._unindex(kind, old)
         return old
 
     def _unindex(self, kind: str, body: Body) -> None:
