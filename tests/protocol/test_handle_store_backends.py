@@ -464,3 +464,15 @@ async def test_standby_takes_over_from_its_warm_mirror(backend: Backend) -> None
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_etcd_moves_on_from_an_unreachable_endpoint(etcd_server: EtcdServer) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    store = open_store(f"etcd:{dead},{etcd_server.url}/t-{uuid.uuid4().hex[:10]}")
+    try:
+        assert await store.take_ownership("node-a") == 1
+        await asyncio.gather(*(store.put(make_record(i)) for i in range(5)))
+        assert len(await store.load_all()) == 5
+        assert getattr(store, "base_url", None) == etcd_server.url
+    finally:
+        await store.close()

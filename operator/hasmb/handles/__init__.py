@@ -44,10 +44,10 @@ Backends, chosen by a spec string (`open_store`, parsed in spec.py)
                              ownership stamps the new epoch into every shard, so
                              an old owner's CAS fails and it finds the newer
                              epoch (configmap_store.py, kube_api.py).
-    etcd:http://HOST:PORT[/PREFIX]
+    etcd:http://HOST:PORT[,http://HOST2:PORT...][/PREFIX][?cacert=&cert=&key=]
                              etcd v3 JSON gateway; each batch is one txn
-                             guarded by the epoch key's mod_revision
-                             (etcd_store.py).
+                             guarded by the epoch key's mod_revision; the
+                             endpoints are tried in turn (etcd_store.py).
 
 Following
     `follow()` yields a "reset" with the full state, then "put"/"delete"/
@@ -91,7 +91,10 @@ def open_store(spec: str, **options: Any) -> HandleStore:
     if parsed.kind == "etcd":
         from hasmb.handles.etcd_store import EtcdHandleStore
 
-        return EtcdHandleStore(parsed.location, parsed.prefix, **options)
+        for key, name in (("cacert", "ca_file"), ("cert", "cert_file"), ("key", "key_file")):
+            if key in parsed.options:
+                options.setdefault(name, parsed.options[key])
+        return EtcdHandleStore(parsed.location.split(","), parsed.prefix, **options)
     from hasmb.handles.configmap_store import ConfigMapHandleStore
 
     if "shards" in parsed.options:

@@ -20,6 +20,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import ssl
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -58,14 +60,27 @@ class EtcdHandleStore(HandleStore):
 
     def __init__(
         self,
-        base_url: str,
+        endpoints: str | list[str],
         prefix: str = "/hasmb/handles",
         *,
         max_batch: int = ETCD_MAX_TXN_OPS,
         request_timeout: float = 10.0,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
     ) -> None:
         super().__init__(max_batch=min(max_batch, ETCD_MAX_TXN_OPS))
-        self.base_url = base_url.rstrip("/")
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint")
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self._current = 0
+        self._ssl: ssl.SSLContext | None = None
+        if ca_file or cert_file:
+            self._ssl = ssl.create_default_context(cafile=ca_file)
+            if cert_file:
+                self._ssl.load_cert_chain(cert_file, key_file)
         self.prefix = prefix.rstrip("/")
         self._root = (self.prefix + "/").encode()
         self._epoch_key = (self.prefix + "/epoch").encode()
@@ -78,24 +93,39 @@ class EtcdHandleStore(HandleStore):
     def _key(self, persistent_id: int) -> bytes:
         return self._rec_prefix + b"%016x" % persistent_id
 
+    @property
+    def base_url(self) -> str:
+        return self.endpoints[self._current]
+
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=16, enable_cleanup_closed=True)
+                connector=aiohttp.TCPConnector(
+                    limit=16, enable_cleanup_closed=True, ssl=self._ssl or True
+                )
             )
         return self._session
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        self.round_trips += 1
-        try:
-            async with self._get_session().post(
-                self.base_url + path, json=body, timeout=self._timeout
-            ) as resp:
-                text = await resp.text()
-                if resp.status != 200:
-                    raise StoreError(f"etcd {path}: HTTP {resp.status}: {text[:500]}")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise StoreError(f"etcd {path}: {exc!r}") from exc
+        # An unreachable member moves us to the next endpoint. Retrying is safe:
+        # puts and deletes are idempotent, and a txn that did apply has moved
+        # nothing its compare depends on (only take_ownership writes the epoch
+        # key, and it re-reads before retrying).
+        last: Exception | None = None
+        for _ in range(len(self.endpoints)):
+            self.round_trips += 1
+            url = self.base_url + path
+            try:
+                async with self._get_session().post(url, json=body, timeout=self._timeout) as resp:
+                    text = await resp.text()
+                    if resp.status != 200:
+                        raise StoreError(f"etcd {url}: HTTP {resp.status}: {text[:500]}")
+                break
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                last = exc
+                self._current = (self._current + 1) % len(self.endpoints)
+        else:
+            raise StoreError(f"etcd {path}: no endpoint answered: {last!r}") from last
         data = json.loads(text)
         if not isinstance(data, dict):
             raise StoreError(f"etcd {path}: unexpected reply {text[:200]}")
@@ -103,24 +133,32 @@ class EtcdHandleStore(HandleStore):
 
     # -- epoch ---------------------------------------------------------------
 
-    async def _get_epoch(self) -> tuple[EpochInfo, int]:
-        """The ownership record and the epoch key's mod_revision (0 if absent)."""
+    async def _get_epoch_raw(self) -> tuple[bytes, int]:
+        """The epoch key's value and mod_revision (b"", 0 if absent)."""
         res = await self._call("/v3/kv/range", {"key": b64(self._epoch_key)})
         kvs = res.get("kvs") or []
         if not kvs:
-            return EpochInfo(0, ""), 0
-        return _decode_epoch(unb64(kvs[0].get("value", ""))), int(kvs[0]["mod_revision"])
+            return b"", 0
+        return unb64(kvs[0].get("value", "")), int(kvs[0]["mod_revision"])
+
+    async def _get_epoch(self) -> tuple[EpochInfo, int]:
+        """The ownership record and the epoch key's mod_revision (0 if absent)."""
+        raw, mod = await self._get_epoch_raw()
+        return (_decode_epoch(raw) if mod else EpochInfo(0, "")), mod
 
     async def read_epoch(self) -> EpochInfo:
         return (await self._get_epoch())[0]
 
     async def _raise_epoch(self, owner: str, requested: int | None) -> int:
+        # A nonce makes our own write recognisable if its reply was lost.
+        nonce = uuid.uuid4().hex
+        raw, mod = await self._get_epoch_raw()
         while True:
-            cur, mod = await self._get_epoch()
+            cur = _decode_epoch(raw) if mod else EpochInfo(0, "")
             if requested is not None and requested <= cur.epoch:
                 raise StaleEpochError(requested, cur.epoch)
             new = requested if requested is not None else cur.epoch + 1
-            value = json.dumps({"epoch": new, "owner": owner}).encode()
+            value = json.dumps({"epoch": new, "owner": owner, "nonce": nonce}).encode()
             compare = (
                 {"key": b64(self._epoch_key), "target": "MOD", "mod_revision": str(mod)}
                 if mod
@@ -140,7 +178,12 @@ class EtcdHandleStore(HandleStore):
                 # The txn's revision is the mod_revision of the key it wrote.
                 self._epoch_mod_revision = int(res["header"]["revision"])
                 return new
-            # Someone else raised it between our read and our txn: re-read.
+            raw, mod = await self._get_epoch_raw()
+            if raw == value:
+                # Our txn applied on an attempt whose reply was lost.
+                self._epoch_mod_revision = mod
+                return new
+            # Someone else raised it between our read and our txn: go again.
 
     # -- writes --------------------------------------------------------------
 
@@ -257,6 +300,7 @@ class EtcdHandleStore(HandleStore):
                         if change is not None:
                             yield change
         except (aiohttp.ClientError, TimeoutError):
+            self._current = (self._current + 1) % len(self.endpoints)
             await asyncio.sleep(0.2)
 
     def _event_change(self, ev: dict[str, Any]) -> StoreChange | None:

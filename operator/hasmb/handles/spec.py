@@ -17,8 +17,9 @@ class StoreSpec:
 
     - file: `location` is the directory.
     - configmap: `namespace` and `name`; options from "?k=v" (e.g. shards=8).
-    - etcd: `location` is the base URL (scheme://host:port), `prefix` the key
-      prefix (the URL's path, default /hasmb/handles).
+    - etcd: `location` is the comma-separated endpoint list (scheme://host:port),
+      `prefix` the key prefix (the URL's path, default /hasmb/handles),
+      options cacert/cert/key for TLS.
     """
 
     kind: Literal["file", "configmap", "etcd"]
@@ -44,14 +45,26 @@ def parse_store_spec(spec: str) -> StoreSpec:
             raise StoreSpecError(f"store spec {spec!r}: expected configmap:NAMESPACE/NAME")
         return StoreSpec("configmap", namespace=ns, name=name, options=dict(parse_qsl(query)))
     if kind == "etcd":
-        url = urlsplit(rest)
-        if url.scheme not in ("http", "https") or not url.netloc:
-            raise StoreSpecError(f"store spec {spec!r}: expected etcd:http://HOST:PORT[/PREFIX]")
-        prefix = url.path.rstrip("/") or DEFAULT_ETCD_PREFIX
+        # etcd:URL[,URL...][/PREFIX][?cacert=..&cert=..&key=..]: several
+        # endpoints of one cluster, tried in turn; the prefix may follow any.
+        rest, _, query = rest.partition("?")
+        endpoints: list[str] = []
+        prefixes = set()
+        for part in rest.split(","):
+            url = urlsplit(part)
+            if url.scheme not in ("http", "https") or not url.netloc:
+                raise StoreSpecError(
+                    f"store spec {spec!r}: expected etcd:http://HOST:PORT[,http://HOST:PORT][/PREFIX]"
+                )
+            endpoints.append(f"{url.scheme}://{url.netloc}")
+            if url.path.rstrip("/"):
+                prefixes.add(url.path.rstrip("/"))
+        if len(prefixes) > 1:
+            raise StoreSpecError(f"store spec {spec!r}: endpoints name different prefixes")
         return StoreSpec(
             "etcd",
-            location=f"{url.scheme}://{url.netloc}",
-            prefix=prefix,
-            options=dict(parse_qsl(url.query)),
+            location=",".join(endpoints),
+            prefix=prefixes.pop() if prefixes else DEFAULT_ETCD_PREFIX,
+            options=dict(parse_qsl(query)),
         )
     raise StoreSpecError(f"store spec {spec!r}: unknown backend {kind!r}")
