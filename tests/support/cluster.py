@@ -2,7 +2,8 @@
 
 A session reuses a cluster that is already up and leaves it up; a session that brought
 the cluster up takes it down at the end unless another live session still uses it
-(sessions register their pid under ~/.cache/hasmb/cluster-users/).
+(sessions register their pid under ~/.cache/hasmb/cluster-users/). hack/cluster's
+HASMB_CLUSTER_DIR and HASMB_CLUSTER_PORT_OFFSET select a separate cluster.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 HACK_CLUSTER = REPO / "hack" / "cluster"
 CACHE = Path(os.environ.get("HASMB_CACHE", Path.home() / ".cache" / "hasmb"))
 BIN = CACHE / "bin"
-USERS = CACHE / "cluster-users"
+CLUSTER_DIR = Path(os.environ.get("HASMB_CLUSTER_DIR", CACHE / "cluster"))
+USERS = CLUSTER_DIR.with_name(f"{CLUSTER_DIR.name}-users")
 
 
 class KubectlError(AssertionError):
