@@ -4,6 +4,7 @@ srvsvc share enumeration (ncacn_np over IPC$) that Register/RegisterEx do first.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from pathlib import Path
 
@@ -17,13 +18,21 @@ TESTS = ["GetInterfaceList", "Register", "UnRegister", "RegisterEx"]
 
 
 @pytest.mark.parametrize("level", ["sign", "seal"])
-async def test_smbtorture_rpc_witness(tmp_path: Path, level: str) -> None:
+async def test_smbtorture_rpc_witness(
+    tmp_path: Path, level: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hasmb.witness")
     smbd = await asyncio.to_thread(start_smbd, tmp_path, {"data": ":ca"})
     svc = WitnessService(
         WitnessConfig(
             listen="127.0.0.1:0",
             endpoint_mapper_port=0,
-            interfaces=[WitnessInterfaceConfig("HASMBTEST", ipv4="127.0.0.1", node="a")],
+            interfaces=[
+                # the local interface is not offered for registration; smbtorture
+                # registers at the partner's (WITNESS_IF) address
+                WitnessInterfaceConfig("HASMBTEST", ipv4="127.0.0.1", node="a"),
+                WitnessInterfaceConfig("HASMBTEST", ipv4="127.0.0.2", node="b"),
+            ],
         ),
         {USER: PASSWORD},
         "HASMBTEST",
@@ -47,6 +56,10 @@ async def test_smbtorture_rpc_witness(tmp_path: Path, level: str) -> None:
         passed = set(re.findall(r"^success: witness\.(\w+)", out, re.M))
         assert passed == set(TESTS), out
         assert len(svc.registry) == 0  # every registration was unregistered again
+        # The second half of Register/RegisterEx registered at the partner address.
+        registered = [r.getMessage() for r in caplog.records if "registered" in r.getMessage()]
+        assert sum("at 127.0.0.2 (version 0x00010001" in m for m in registered) == 1, registered
+        assert sum("at 127.0.0.2 (version 0x00020000" in m for m in registered) == 1, registered
     finally:
         await svc.stop()
         await asyncio.to_thread(smbd.stop)

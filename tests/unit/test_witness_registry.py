@@ -57,7 +57,7 @@ def registry(clock: Clock | None = None) -> WitnessRegistry:
         (WITNESS_V1, False, None, None, "c", ERROR_INVALID_PARAMETER),
         (WITNESS_V1, False, "127.0.0.1", None, "c", ERROR_INVALID_PARAMETER),
         (WITNESS_V1, False, "OTHER", "10.0.0.1", "c", ERROR_INVALID_PARAMETER),
-        (WITNESS_V1, False, "SVM1", "10.9.9.9", "c", ERROR_INVALID_STATE),
+        (WITNESS_V1, False, "SVM1", "not-an-ip", "c", ERROR_INVALID_PARAMETER),
     ],
 )
 def test_register_errors(
@@ -73,6 +73,8 @@ def test_register_accepts_names_case_insensitively_and_ipv6() -> None:
     a = reg.register(WITNESS_V1, "svm1", "10.0.0.1", "c")
     b = reg.register(WITNESS_V2, "SVM1.example.com", "FD00::2", "c", ex=True, share_name="DATA")
     assert a.key != b.key and len(reg) == 2
+    # An address the interface list does not carry (a cluster address) is fine.
+    reg.register(WITNESS_V1, "SVM1", "10.9.9.9", "c")
     with pytest.raises(WitnessError) as e:
         reg.register(WITNESS_V2, "SVM1", "10.0.0.1", "c", ex=True, share_name="nope")
     assert e.value.code == ERROR_INVALID_STATE
@@ -197,3 +199,45 @@ def test_choose_witness_interface_prefers_the_other_node() -> None:
     assert choose_witness_interface([down, a], "10.0.0.9") == a
     assert choose_witness_interface([a], "10.0.0.1") == a  # single node: better than none
     assert choose_witness_interface([down], "10.0.0.1") is None
+
+
+async def test_interface_list_flags_and_waiting_for_an_available_interface() -> None:
+    import struct
+
+    from hasmb.rpc.interface import Association, CallContext
+    from hasmb.rpc.ndr import NdrReader
+    from hasmb.witness.client import _parse_interface
+    from hasmb.witness.messages import ERROR_NO_MORE_ITEMS, IF_IPV6_VALID, IF_WITNESS
+    from hasmb.witness.rpc import WitnessRpcInterface
+
+    cfg = WitnessConfig(listen="10.0.0.1:5050", interfaces=list(IFACES))
+    ctx = CallContext(Association(1, "t"), 1, 5, "alice")
+    current = list(IFACES)
+    rpc = WitnessRpcInterface(registry(), lambda: current, cfg.is_local)
+
+    def parse(stub: bytes) -> list[object]:
+        r = NdrReader(stub)
+        assert r.referent()
+        n = r.u32()
+        assert r.referent() and r.u32() == n
+        out = [_parse_interface(r.raw(552)) for _ in range(n)]
+        assert r.u32() == 0
+        return out
+
+    a, b = parse(await rpc.dispatch(0, b"", ctx))
+    assert not a.flags & IF_WITNESS  # hosted here: not offered
+    assert b.flags & IF_WITNESS and b.flags & IF_IPV6_VALID and b.ipv6 == "fd00::2"
+    assert WitnessConfig(node="b", interfaces=list(IFACES)).is_local(IFACES[1])
+
+    current = [WitnessInterfaceConfig("SVM1", ipv4="10.0.0.1", state="unavailable")]
+    waiting = asyncio.create_task(rpc.dispatch(0, b"", ctx))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # MS-SWN 3.1.4.1: waits for an available interface
+    current = [WitnessInterfaceConfig("SVM1", ipv4="10.0.0.1", state="available")]
+    rpc.interfaces_changed()
+    (only,) = parse(await asyncio.wait_for(waiting, 1))
+    assert only.state == 1
+
+    current = []
+    stub = await rpc.dispatch(0, b"", ctx)
+    assert struct.unpack("<II", stub) == (0, ERROR_NO_MORE_ITEMS)

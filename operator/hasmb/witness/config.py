@@ -5,6 +5,8 @@ witness:
   listen: "0.0.0.0:5050"
   endpointMapperPort: 135          # 0 disables the endpoint mapper
   registrationTimeout: 120         # seconds a registration lives without AsyncNotify
+  node: node-a                     # this witness's node: its own interfaces are not
+                                   # offered for registration (MS-SWN 3.1.4.1)
   interfaces: [{name: SVM1, ipv4: 10.96.0.10, node: node-a, state: available}]
 ```
 """
@@ -61,14 +63,16 @@ class WitnessConfig:
     endpoint_mapper_port: int = 135
     interfaces: list[WitnessInterfaceConfig] = field(default_factory=list)
     registration_timeout: float = 120.0
+    node: str = ""
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> WitnessConfig:
         return cls(
-            listen=str(d.get("listen", "0.0.0.0:5050")),
+            listen=str(d.get("listen") or "0.0.0.0:5050"),
             endpoint_mapper_port=int(d.get("endpointMapperPort", 135)),
-            interfaces=[WitnessInterfaceConfig.from_dict(i) for i in d.get("interfaces", [])],
+            interfaces=[WitnessInterfaceConfig.from_dict(i) for i in d.get("interfaces") or []],
             registration_timeout=float(d.get("registrationTimeout", 120.0)),
+            node=str(d.get("node") or ""),
         )
 
     @classmethod
@@ -92,7 +96,15 @@ class WitnessConfig:
             endpoint_mapper_port=int(getattr(obj, "endpoint_mapper_port", 135)),
             interfaces=ifaces,
             registration_timeout=float(getattr(obj, "registration_timeout", 120.0)),
+            node=str(getattr(obj, "node", "") or ""),
         )
+
+    def is_local(self, i: WitnessInterfaceConfig) -> bool:
+        """Is the interface hosted where this witness runs?  By node name when
+        `node` is configured, else by the listen address."""
+        if self.node:
+            return i.node == self.node
+        return self.host in i.addresses()
 
     @property
     def host(self) -> str:

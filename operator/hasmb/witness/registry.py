@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import time
 import uuid
 from collections import deque
@@ -31,6 +32,8 @@ from hasmb.witness.messages import (
     WITNESS_V2,
     Notification,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_REGISTRATIONS = 10000
 MAX_QUEUED = 64
@@ -120,8 +123,15 @@ class WitnessRegistry:
             raise WitnessError(ERROR_INVALID_PARAMETER, "missing net name, IP or client name")
         if not self._is_our_name(net_name):
             raise WitnessError(ERROR_INVALID_PARAMETER, f"unknown net name {net_name!r}")
-        if not any(_same_ip(ip_address, a) for i in self._interfaces() for a in i.addresses()):
-            raise WitnessError(ERROR_INVALID_STATE, f"unknown IP address {ip_address!r}")
+        try:
+            ipaddress.ip_address(ip_address)
+        except ValueError:
+            raise WitnessError(
+                ERROR_INVALID_PARAMETER, f"not an IP address: {ip_address!r}"
+            ) from None
+        # An address outside the interface list is accepted: Windows registers
+        # the address it connected to, which may be a cluster address the list
+        # does not carry; CLIENT_MOVE still reaches it.
         if share_name and self._share_exists is not None and not self._share_exists(share_name):
             raise WitnessError(ERROR_INVALID_STATE, f"unknown share {share_name!r}")
         if len(self._regs) >= MAX_REGISTRATIONS:
@@ -139,6 +149,14 @@ class WitnessRegistry:
             last_used=self._clock(),
         )
         self._regs[reg.key] = reg
+        log.info(
+            "witness: %s registered for %s at %s (version 0x%08x, share %s)",
+            client_name,
+            net_name,
+            ip_address,
+            version,
+            share_name,
+        )
         return reg
 
     def _is_our_name(self, name: str) -> bool:

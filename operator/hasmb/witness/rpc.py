@@ -7,6 +7,7 @@ bytes with NDR alignment; the addresses travel in network byte order.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ipaddress
 import struct
@@ -18,6 +19,7 @@ from hasmb.rpc.ndr import NULL_HANDLE, ContextHandle, NdrReader, NdrWriter
 from hasmb.rpc.pdu import NCA_S_OP_RNG_ERROR, AuthLevel
 from hasmb.witness.config import WitnessInterfaceConfig
 from hasmb.witness.messages import (
+    ERROR_NO_MORE_ITEMS,
     ERROR_SUCCESS,
     IF_IPV4_VALID,
     IF_IPV6_VALID,
@@ -39,10 +41,12 @@ _STATE_CODES = {
 }
 
 
-def pack_interface_info(i: WitnessInterfaceConfig) -> bytes:
+def pack_interface_info(i: WitnessInterfaceConfig, witness_if: bool) -> bytes:
     name = i.name.encode("utf-16-le")[: 259 * 2]
     name = name + b"\x00" * (520 - len(name))
-    flags = IF_WITNESS
+    # MS-SWN 3.1.4.1: only interfaces hosted elsewhere are offered for
+    # registration (the witness must survive the failure it reports).
+    flags = IF_WITNESS if witness_if else 0
     v4 = b"\x00" * 4
     v6 = b"\x00" * 16
     if i.ipv4:
@@ -63,15 +67,22 @@ class WitnessRpcInterface:
     min_auth_level: int = AuthLevel.INTEGRITY
 
     def __init__(
-        self, registry: WitnessRegistry, interfaces: Callable[[], list[WitnessInterfaceConfig]]
+        self,
+        registry: WitnessRegistry,
+        interfaces: Callable[[], list[WitnessInterfaceConfig]],
+        is_local: Callable[[WitnessInterfaceConfig], bool] = lambda _i: False,
     ) -> None:
         self._registry = registry
         self._interfaces = interfaces
+        self._is_local = is_local
+        # Replaced (after being set) whenever interfaces change, so a waiter that
+        # took the current event before checking can never miss a change.
+        self._changed = asyncio.Event()
         self._hooked: set[int] = set()
 
     async def dispatch(self, opnum: int, stub: bytes, ctx: CallContext) -> bytes:
         if opnum == 0:
-            return self._get_interface_list()
+            return await self._get_interface_list()
         if opnum in (1, 4):
             return self._register(NdrReader(stub), ctx, ex=opnum == 4)
         if opnum in (2, 5):
@@ -80,9 +91,22 @@ class WitnessRpcInterface:
             return await self._async_notify(NdrReader(stub))
         raise RpcFault(NCA_S_OP_RNG_ERROR)
 
-    def _get_interface_list(self) -> bytes:
+    def interfaces_changed(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _get_interface_list(self) -> bytes:
         ifaces = self._interfaces()
         w = NdrWriter()
+        if not ifaces:
+            w.referent(False)
+            w.u32(ERROR_NO_MORE_ITEMS)
+            return w.bytes()
+        # MS-SWN 3.1.4.1: with no interface available, wait until one is.
+        while not any(i.state == "available" for i in ifaces):
+            changed = self._changed
+            await changed.wait()
+            ifaces = self._interfaces()
         w.referent()  # *InterfaceList
         w.u32(len(ifaces))
         w.referent(bool(ifaces))
@@ -90,7 +114,7 @@ class WitnessRpcInterface:
             w.u32(len(ifaces))  # conformance
             for i in ifaces:
                 w.align(4)
-                w.raw(pack_interface_info(i))
+                w.raw(pack_interface_info(i, not self._is_local(i)))
         w.u32(ERROR_SUCCESS)
         return w.bytes()
 

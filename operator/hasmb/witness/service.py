@@ -70,7 +70,7 @@ class WitnessService:
         self.registry = WitnessRegistry(
             netname, self.interfaces, share_exists, config.registration_timeout
         )
-        self._rpc = WitnessRpcInterface(self.registry, self.interfaces)
+        self._rpc = WitnessRpcInterface(self.registry, self.interfaces, config.is_local)
         self._extra = list(extra_interfaces)
         self._server: RpcTcpServer | None = None
         self._epm: RpcTcpServer | None = None
@@ -148,6 +148,7 @@ class WitnessService:
 
     def set_interfaces(self, interfaces: Iterable[WitnessInterfaceConfig]) -> None:
         self._interfaces = list(interfaces) or [self._default_interface()]
+        self._rpc.interfaces_changed()
 
     def notify_interface_state(self, ip: str, available: bool) -> int:
         """A LIF became (un)available: RESOURCE_CHANGE to clients registered on it."""
@@ -158,6 +159,7 @@ class WitnessService:
             else i
             for i in self._interfaces
         ]
+        self._rpc.interfaces_changed()
         targets = self.registry.matching(ips=[ip])
         return self.registry.deliver(resource_change(ip, available), targets)
 
