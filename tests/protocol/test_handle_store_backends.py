@@ -476,3 +476,41 @@ async def test_etcd_moves_on_from_an_unreachable_endpoint(etcd_server: EtcdServe
         assert getattr(store, "base_url", None) == etcd_server.url
     finally:
         await store.close()
+
+
+async def test_acknowledged_writes_survive_kill_9(backend: Backend) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        OLD_OWNER_SCRIPT,
+        backend.spec,
+        json.dumps(backend.options),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    acked: list[int] = []
+    try:
+        async with asyncio.timeout(60):
+            assert (await proc.stdout.readline()).startswith(b"EPOCH 1")
+            while len(acked) < 50:
+                words = (await proc.stdout.readline()).decode().split()
+                assert words[0] == "ACK", words
+                acked.append(int(words[1]))
+    finally:
+        proc.kill()  # SIGKILL in the middle of its next write
+        await proc.wait()
+    assert proc.returncode == -9
+    # Acknowledgements it printed before dying that we had not read yet.
+    for line in (await proc.stdout.read()).decode().splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == "ACK":
+            acked.append(int(words[1]))
+    restarted = backend.new_store()
+    assert await restarted.take_ownership("node-a") == 2
+    loaded = {r.persistent_id for r in await restarted.load_all()}
+    assert set(acked) <= loaded
+    # At most the write in flight at the kill may also have landed.
+    assert loaded <= set(acked) | {max(acked) + 1}
+    await restarted.put(make_record(10**6))
+    again = backend.new_store()
+    assert {r.persistent_id for r in await again.load_all()} == loaded | {10**6}
