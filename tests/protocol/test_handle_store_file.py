@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import time
@@ -11,7 +12,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from hasmb.handles import PersistentOpenRecord, StoreMirror
+import pytest
+
+from hasmb.handles import PersistentOpenRecord, StoreError, StoreMirror
 from hasmb.handles.file_store import LOG_FILE, SNAPSHOT_FILE, FileHandleStore, encode_log_line
 
 
@@ -121,3 +124,21 @@ async def test_every_write_is_on_disk_when_acknowledged(tmp_path: Path) -> None:
     assert [r.persistent_id for r in await other.load_all()] == [42]
     assert os.stat(tmp_path / LOG_FILE).st_size > 0
     await store.close()
+
+
+async def test_a_hung_lock_holder_makes_writers_fail_not_hang(tmp_path: Path) -> None:
+    store = FileHandleStore(tmp_path, lock_timeout=0.3)
+    await store.take_ownership("a")
+    fd = os.open(tmp_path / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another writer, frozen while holding it
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="held by another writer"):
+            await store.put(rec(1))
+        assert time.monotonic() - started < 5
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        await store.put(rec(1))
+        assert [r.persistent_id for r in await store.load_all()] == [1]
+    finally:
+        os.close(fd)
+        await store.close()

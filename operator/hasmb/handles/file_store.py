@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import threading
+import time
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -187,11 +188,13 @@ class FileHandleStore(HandleStore):
         compact_bytes: int = 4 << 20,
         poll_interval: float = 0.05,
         max_batch: int = 512,
+        lock_timeout: float = 30.0,
     ) -> None:
         super().__init__(max_batch=max_batch)
         self.directory = Path(directory)
         self.compact_bytes = compact_bytes
         self.poll_interval = poll_interval
+        self.lock_timeout = lock_timeout
         self._mutex = threading.Lock()
         self._lock_fd: int | None = None
         self._log_fd: int | None = None
@@ -206,11 +209,29 @@ class FileHandleStore(HandleStore):
             if self._lock_fd is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._acquire(self._lock_fd)
             try:
                 yield
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _acquire(self, fd: int) -> None:
+        # Polled rather than blocking, so that a holder that hangs (a frozen
+        # old owner) makes us fail after lock_timeout instead of forever.
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.0005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"{self.directory / LOCK_FILE}: held by another writer for "
+                        f"{self.lock_timeout:.0f} s"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.01)
 
     def _open_log(self) -> int:
         if self._log_fd is None:
