@@ -10,7 +10,9 @@ Usage (what hasmb-smbd and the HA logic do)::
     svc.notify_client_move(["10.96.0.11"])            # planned: CLIENT_MOVE
     svc.notify_share_move("data", ["10.96.0.11"])      # SHARE_MOVE (RegisterEx clients)
     svc.notify_ip_change({"10.96.0.10": False, "10.96.0.11": True})  # IP_CHANGE
-    svc.set_interfaces([...])    # the operator's current view of the SVM's LIFs
+    svc.update_interfaces([...]) # the operator's new view of the SVM's LIFs: notifies
+                                 # what changed (state flips, node moves, new/gone IPs)
+    svc.set_interfaces([...])    # replace the list silently
     await svc.stop()
 
 Every notify_* method returns the number of registrations it queued a message
@@ -40,6 +42,7 @@ from hasmb.rpc.interface import RpcInterface
 from hasmb.rpc.security import AuthIdentity
 from hasmb.rpc.server import RpcTcpServer
 from hasmb.witness.config import WitnessConfig, WitnessInterfaceConfig
+from hasmb.witness.events import diff_interfaces
 from hasmb.witness.messages import (
     CLIENT_MOVE_NOTIFICATION,
     IP_CHANGE_NOTIFICATION,
@@ -149,6 +152,24 @@ class WitnessService:
     def set_interfaces(self, interfaces: Iterable[WitnessInterfaceConfig]) -> None:
         self._interfaces = list(interfaces) or [self._default_interface()]
         self._rpc.interfaces_changed()
+
+    def update_interfaces(self, interfaces: Iterable[WitnessInterfaceConfig]) -> int:
+        """Adopt a new interface list and notify what changed (see events.py):
+        RESOURCE_CHANGE on availability flips, CLIENT_MOVE for addresses that
+        moved node while available, IP_CHANGE for the rest.  Returns deliveries."""
+        new = list(interfaces) or [self._default_interface()]
+        diff = diff_interfaces(self._interfaces, new)
+        self._interfaces = new
+        self._rpc.interfaces_changed()
+        count = 0
+        for ip, available in diff.state_changes:
+            targets = self.registry.matching(ips=[ip])
+            count += self.registry.deliver(resource_change(ip, available), targets)
+        for ip in diff.moved:
+            count += self.notify_client_move([ip], from_ips=[ip])
+        if diff.ip_changes:
+            count += self.notify_ip_change(diff.ip_changes)
+        return count
 
     def notify_interface_state(self, ip: str, available: bool) -> int:
         """A LIF became (un)available: RESOURCE_CHANGE to clients registered on it."""
