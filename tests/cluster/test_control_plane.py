@@ -17,6 +17,9 @@ import pytest
 from tests.support.cluster import KubeCluster
 
 K8S_MINOR = "v1.34."
+# Real kubelets may join the shared cluster too; these tests are about kwok's nodes.
+ON_KWOK = {"type": "kwok"}
+PAUSE = "registry.k8s.io/pause:3.10"
 
 
 def poll(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -177,7 +180,7 @@ def test_pod_scheduled_on_kwok_node_and_running(kube_cluster: KubeCluster, names
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "p1", "namespace": namespace},
-        "spec": {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]},
+        "spec": {"nodeSelector": ON_KWOK, "containers": [{"name": "c", "image": PAUSE}]},
     }
     kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(pod))
     kube_cluster.kubectl(
@@ -191,10 +194,20 @@ def test_pod_scheduled_on_kwok_node_and_running(kube_cluster: KubeCluster, names
 def test_deployment_controllers_and_garbage_collection(
     kube_cluster: KubeCluster, namespace: str
 ) -> None:
-    kube_cluster.kubectl(
-        "create", "deployment", "d1", "-n", namespace,
-        "--image=registry.k8s.io/pause:3.10", "--replicas=3",
-    )  # fmt: skip
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d1", "namespace": namespace},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "d1"}},
+            "template": {
+                "metadata": {"labels": {"app": "d1"}},
+                "spec": {"nodeSelector": ON_KWOK, "containers": [{"name": "c", "image": PAUSE}]},
+            },
+        },
+    }
+    kube_cluster.kubectl("apply", "-f", "-", input=json.dumps(deployment))
     kube_cluster.kubectl("rollout", "status", "deployment/d1", "-n", namespace, "--timeout=90s")
     pods = json.loads(
         kube_cluster.kubectl("get", "pods", "-n", namespace, "-l", "app=d1", "-o", "json").stdout
