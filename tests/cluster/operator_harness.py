@@ -206,11 +206,17 @@ class OperatorEnv:
         out = self.apply(self.samples())
         assert out.returncode == 0, out.stderr
 
+        names = [
+            ("hapair", "pair1"),
+            ("svm", "svm1"),
+            ("share", "vms"),
+            ("share", "scratch"),
+            ("lif", "svm1-lif-a"),
+            ("lif", "svm1-lif-b"),
+        ]
+
         def all_ready() -> bool:
-            objs = (
-                self.list("hapairs") + self.list("svms") + self.list("shares") + self.list("lifs")
-            )
-            return len(objs) == 6 and all(ready(o) for o in objs)
+            return all(ready(self.get(kind, name)) for kind, name in names)
 
         try:
             wait_for(all_ready, timeout, "every sample object Ready")

@@ -1,0 +1,124 @@
+"""Acceptance: unplanned takeover (pod deleted, container dead, node NotReady) and giveback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.cluster.operator_harness import OperatorEnv, condition, operator_env, wait_for
+from tests.support.cluster import KubeCluster
+
+
+@pytest.fixture(scope="module")
+def env(
+    kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorEnv]:
+    for e in operator_env(kube_cluster, tmp_path_factory.mktemp("operator"), "hasmb-fo"):
+        e.install_samples()
+        yield e
+
+
+def _owner_is(env: OperatorEnv, node: str, epoch: int) -> bool:
+    return env.lease("svm1") == (node, epoch) and env.selector_node("svm1-lif-a") == node
+
+
+def _wait_home(env: OperatorEnv) -> int:
+    a = env.nodes[0]
+    wait_for(
+        lambda: env.lease("svm1")[0] == a and env.selector_node("svm1-lif-a") == a, 30, "svm1 home"
+    )
+    wait_for(lambda: len(env.svm_pods("svm1")) == 2, 30, "both pods")
+    return env.lease("svm1")[1]
+
+
+def test_deleting_the_serving_pod_triggers_takeover_then_giveback(env: OperatorEnv) -> None:
+    a, b = env.nodes
+    epoch = _wait_home(env)
+    env.kubectl("delete", "pod", f"svm1-{a}", "--wait=false")
+    wait_for(lambda: _owner_is(env, b, epoch + 1), 5, "takeover by the partner")
+    assert env.selector_node("svm1-lif-b") == b
+    svm = env.get("svm", "svm1")
+    assert svm["status"]["currentNode"] == b and svm["status"]["epoch"] == epoch + 1
+    assert (
+        svm["status"]["lastTakeover"]["from"] == a
+        and svm["status"]["lastTakeover"]["planned"] is False
+    )
+    lif = env.get("lif", "svm1-lif-a")
+    assert lif["status"]["currentNode"] == b and lif["status"]["state"] == "FailedOver"
+    assert "Takeover" in env.events("svm1") and "FailedOver" in env.events("svm1-lif-a")
+    # autoGiveback (5 s of health) brings ownership and the LIF home.
+    wait_for(lambda: _owner_is(env, a, epoch + 2), 30, "giveback")
+    svm = env.get("svm", "svm1")
+    assert svm["status"]["lastGiveback"]["to"] == a
+    assert svm["status"]["lastGiveback"]["durationSeconds"] < 5
+    assert "Giveback" in env.events("svm1") and "Reverted" in env.events("svm1-lif-a")
+    assert condition(svm, "Ready")["status"] == "True"
+
+
+def test_a_dead_container_triggers_takeover(env: OperatorEnv) -> None:
+    a, b = env.nodes
+    epoch = _wait_home(env)
+    env.set_pod_ready(f"svm1-{a}", False)
+    wait_for(lambda: _owner_is(env, b, epoch + 1), 5, "takeover after readiness loss")
+    degraded = condition(env.get("svm", "svm1"), "Degraded")
+    assert degraded["status"] == "True" and a in degraded["message"]
+    env.set_pod_ready(f"svm1-{a}", True)
+    wait_for(lambda: _owner_is(env, a, epoch + 2), 30, "giveback after recovery")
+
+
+def test_node_not_ready_triggers_takeover_of_the_node(env: OperatorEnv) -> None:
+    a, b = env.nodes
+    epoch = _wait_home(env)
+    env.set_node_ready(a, False)
+    try:
+        wait_for(lambda: _owner_is(env, b, epoch + 1), 10, "takeover of the NotReady node")
+        pair = wait_for(
+            lambda: (p := env.get("hapair", "pair1"))["status"].get("state") == "TakenOver" and p,
+            10,
+            "pair TakenOver",
+        )
+        assert pair["status"]["takeover"] == f"{a}->{b}"
+        states = {n["name"]: n["state"] for n in pair["status"]["nodes"]}
+        assert states == {a: "TakenOver", b: "Up"}
+        assert pair["status"]["lastTakeover"]["planned"] is False
+    finally:
+        env.set_node_ready(a, True)
+    # kube-controller-manager marked the pod NotReady with its node; its kubelet would re-probe.
+    wait_for(
+        lambda: condition(env.get("node", a), "Ready").get("status") == "True", 30, "node Ready"
+    )
+    env.set_pod_ready(f"svm1-{a}", True)
+    wait_for(lambda: _owner_is(env, a, epoch + 2), 30, "giveback to the recovered node")
+    pair = wait_for(
+        lambda: (p := env.get("hapair", "pair1"))["status"].get("state") == "Normal" and p,
+        10,
+        "Normal",
+    )
+    assert pair["status"]["lastGiveback"]["node"] == a
+    assert "TakeoverStarted" in env.events("pair1")
+
+
+def test_without_auto_giveback_the_takeover_holds_until_giveback(env: OperatorEnv) -> None:
+    a, b = env.nodes
+    epoch = _wait_home(env)
+    env.kubectl("patch", "hapair", "pair1", "--type=merge", "-p", '{"spec":{"autoGiveback":false}}')
+    try:
+        env.kubectl("delete", "pod", f"svm1-{a}", "--wait=false")
+        wait_for(lambda: _owner_is(env, b, epoch + 1), 5, "takeover")
+        pair = wait_for(
+            lambda: (p := env.get("hapair", "pair1"))["spec"].get("takeover") == a and p, 5, "held"
+        )
+        assert "TakeoverHeld" in env.events("pair1")
+        wait_for(lambda: len(env.svm_pods("svm1")) == 2, 10, "replacement pod")
+        # Observe past the giveback delay: ownership must stay with the partner.
+        delay = pair["spec"]["autoGivebackDelaySeconds"]
+        with pytest.raises(AssertionError):
+            wait_for(lambda: env.lease("svm1")[0] == a, delay + 2, "no automatic giveback")
+        out = env.plugin("--wait", "30", "giveback", a)
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: _owner_is(env, a, epoch + 2), 10, "giveback by the plugin")
+    finally:
+        env.kubectl(
+            "patch", "hapair", "pair1", "--type=merge", "-p", '{"spec":{"autoGiveback":true}}'
+        )
