@@ -18,6 +18,7 @@ from hasmb.rpc.client import RpcCallFault, RpcClient, RpcClientError
 from hasmb.rpc.ntlm_client import negotiate_message
 from hasmb.rpc.pdu import (
     FAULT_ACCESS_DENIED,
+    FAULT_NDR,
     FAULT_SEC_PKG_ERROR,
     NCA_S_OP_RNG_ERROR,
     NCA_S_PROTO_ERROR,
@@ -196,3 +197,36 @@ async def test_fuzz_and_bad_input_never_disturb_other_clients() -> None:
             f"{CASES} fuzz cases in {fuzz_time:.2f} s; notification after fuzz in "
             f"{latency * 1000:.1f} ms"
         )
+
+
+async def test_random_stubs_on_an_authenticated_association() -> None:
+    """Garbage NDR behind a valid seal: each call answers (result or fault), the
+    association stays usable, and nothing is registered by accident."""
+    rnd = random.Random(7)
+    async with witness_env() as env:
+        c = await RpcClient.connect(
+            env.ip,
+            env.service.port,
+            WITNESS_UUID,
+            (1, 1),
+            user=USER,
+            password=PASSWORD,
+            level=AuthLevel.PRIVACY,
+        )
+        try:
+            outcomes: dict[int, set[str]] = {}
+            for _ in range(500):
+                op = rnd.choice([0, 1, 2, 3, 4, 5, 9])
+                stub = os.urandom(rnd.randint(0, 120))
+                try:
+                    await asyncio.wait_for(c.call(op, stub), CASE_DEADLINE)
+                    outcomes.setdefault(op, set()).add("ok")
+                except RpcCallFault as e:
+                    outcomes.setdefault(op, set()).add(hex(e.status))
+            assert outcomes[0] == {"ok"}  # GetInterfaceList takes no input
+            assert outcomes[9] == {hex(NCA_S_OP_RNG_ERROR)}
+            assert hex(FAULT_NDR) in outcomes[1] and hex(FAULT_NDR) in outcomes[4]
+            assert len(env.service.registry) == 0
+            assert len(await c.call(0, b"")) > 552  # still serving
+        finally:
+            c.close()
