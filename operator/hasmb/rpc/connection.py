@@ -156,6 +156,11 @@ class RpcConnection:
             log.info("rpc[%d]: bad %s PDU: %s", self.association.conn_id, ptype, e)
             await self._fault(pdu.header.call_id, NCA_S_PROTO_ERROR)
             return False
+        except Exception:
+            # A bug must cost only this association, never the server.
+            log.exception("rpc[%d]: failed on a %s PDU", self.association.conn_id, ptype)
+            await self._fault(pdu.header.call_id, NCA_S_PROTO_ERROR)
+            return False
         log.info("rpc[%d]: unexpected PDU type %d", self.association.conn_id, ptype)
         await self._fault(pdu.header.call_id, NCA_S_PROTO_ERROR)
         return False

@@ -10,6 +10,7 @@ padding are RC4-sealed.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -86,6 +87,10 @@ class SecurityContext:
         except NtlmAuthError as e:
             self.failed = True
             raise RpcAuthError(str(e)) from None
+        except (ValueError, IndexError, struct.error, UnicodeError) as e:
+            # Malformed tokens the acceptor did not classify are still auth failures.
+            self.failed = True
+            raise RpcAuthError(f"malformed security token: {e}") from None
         if step.complete:
             result = step.result
             if result is None or result.anonymous:

@@ -124,6 +124,8 @@ class RpcTcpServer:
                     break
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
             pass
+        except Exception:
+            log.exception("rpc %s: connection failed", peer_s)
         finally:
             await conn.close()
             writer.close()
