@@ -192,6 +192,9 @@ class WitnessService:
                 count += self.notify_interface_state(addr, available)
         return count
 
+    def node_addresses(self, node: str) -> list[str]:
+        return [a for i in self._interfaces if i.node == node for a in i.addresses()]
+
     def notify_client_move(
         self,
         destinations: Sequence[str],
@@ -199,7 +202,9 @@ class WitnessService:
         from_ips: Sequence[str] | None = None,
         client: str | None = None,
     ) -> int:
-        """Planned move (giveback, ARL, LIF migration): CLIENT_MOVE to `destinations`."""
+        """Planned move (giveback, ARL, LIF migration): CLIENT_MOVE to `destinations`
+        (addresses; `node_addresses(node)` gives a node's, as Move-SmbWitnessClient
+        -DestinationNode does), for all registrations or those matching the filters."""
         n = move(CLIENT_MOVE_NOTIFICATION, [IpAddrInfo(d) for d in destinations])
         return self.registry.deliver(n, self.registry.matching(ips=from_ips, client=client))
 
