@@ -158,3 +158,32 @@ async def test_unknown_opnum_faults_and_pipe_keeps_working() -> None:
     await pipe.write(request(3, 21, sreq.getData()))
     assert (await read_pdu(pipe)).header.ptype == PType.RESPONSE
     pipe.close()
+
+
+async def test_message_mode_one_fragment_per_read() -> None:
+    many = ctx()
+    many.shares = [PipeShareInfo(f"s{i:03d}", 0, "c" * 80, f"C:\\s{i}") for i in range(120)]
+    pipe = open_pipe("srvsvc", many)
+    assert pipe is not None
+    bind = Bind(4280, 4280, 0, [ContextElem(0, SRVSVC, [NDR_SYNTAX])])
+    await pipe.write(build_pdu(PType.BIND, BOTH, 1, bind.pack()))
+    assert pipe.has_data and pipe.available == 0
+    Pdu.parse(await pipe.read(65536))
+    req = srvs.NetrShareEnum()
+    req["ServerName"] = NULL
+    req["InfoStruct"]["Level"] = 2
+    req["InfoStruct"]["ShareInfo"]["tag"] = 2
+    req["InfoStruct"]["ShareInfo"]["Level2"]["Buffer"] = NULL
+    req["PreferedMaximumLength"] = 0xFFFFFFFF
+    req["ResumeHandle"] = NULL
+    first = await pipe.transceive(request(2, 15, req.getData()), 65536)
+    frags = [Pdu.parse(first)]
+    assert pipe.available == 0  # a whole message: no STATUS_BUFFER_OVERFLOW
+    while not frags[-1].header.flags & PFC_LAST_FRAG:
+        assert pipe.has_data
+        frags.append(Pdu.parse(await pipe.read(65536)))  # parse() checks frag_length
+    assert len(frags) > 2 and not pipe.has_data
+    resp = srvs.NetrShareEnumResponse()
+    resp.fromString(b"".join(f.body[8:] for f in frags))
+    assert resp["TotalEntries"] == 121
+    pipe.close()

@@ -4,11 +4,13 @@ The SMB server calls `open_pipe(name, ctx)` on CREATE in IPC$ and moves bytes
 with `write` / `read` / `transceive`; `close()` on CLOSE or session teardown.
 Each `NamedPipe` is one DCE/RPC association (MS-RPCE 2.1.1.2 ncacn_np).
 
-Reads block until the server has produced output (the SMB server should send
-an interim async response if it does not want to wait).  A read shorter than
-the pending PDU returns the first `max_len` bytes; `available` then reports
-how many more are queued (the SMB server answers STATUS_BUFFER_OVERFLOW while
-it is non-zero, as message-mode pipes do).
+The pipe is message-mode: every DCE/RPC fragment the server emits is one
+message, and a read returns at most one message.  Reads block until output
+exists (`has_data` says whether a read would return at once; the SMB server
+should go async otherwise).  A read shorter than the current message returns
+its first `max_len` bytes and `available` then reports how many bytes of that
+message remain: the SMB server answers STATUS_BUFFER_OVERFLOW while it is
+non-zero (MS-SMB2 3.3.5.12) and the next read continues the message.
 
 `PipeContext.users` (optional, name -> password) lets clients that bind with
 DCE/RPC authentication on the pipe (smbtorture's ncacn_np with `sign`)
@@ -18,6 +20,7 @@ authenticate; without it such binds are refused with bind_nak.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import struct
 from collections.abc import Mapping
@@ -60,19 +63,31 @@ class NamedPipe:
             [iface], identity, self._emit, f"\\PIPE\\{name}", peer="smb", transport_user=ctx.user
         )
         self._inbuf = bytearray()
-        self._out: bytearray = bytearray()
+        self._out: collections.deque[bytearray] = collections.deque()
+        self._head_started = False
         self._ready = asyncio.Event()
         self._closed = False
         self._broken = False
         self._close_task: asyncio.Task[None] | None = None
 
     async def _emit(self, data: bytes) -> None:
-        self._out += data
+        # `data` may hold several fragments (faults are sent whole); split so
+        # each fragment is its own message.
+        while data:
+            (n,) = struct.unpack_from("<H", data, 8) if len(data) >= 16 else (len(data),)
+            n = max(n, 1)
+            self._out.append(bytearray(data[:n]))
+            data = data[n:]
         self._ready.set()
 
     @property
     def available(self) -> int:
-        return len(self._out)
+        """Bytes left of a message a previous read returned only in part."""
+        return len(self._out[0]) if self._out and self._head_started else 0
+
+    @property
+    def has_data(self) -> bool:
+        return bool(self._out)
 
     async def write(self, data: bytes) -> None:
         if self._closed or self._broken:
@@ -99,8 +114,14 @@ class NamedPipe:
                 return b""
             self._ready.clear()
             await self._ready.wait()
-        out = bytes(self._out[:max_len])
-        del self._out[:max_len]
+        head = self._out[0]
+        out = bytes(head[:max_len])
+        del head[:max_len]
+        if head:
+            self._head_started = True
+        else:
+            self._out.popleft()
+            self._head_started = False
         return out
 
     async def transceive(self, data: bytes, max_out: int) -> bytes:
