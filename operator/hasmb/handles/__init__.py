@@ -39,7 +39,8 @@ Backends, chosen by a spec string (`open_store`, parsed in spec.py)
                              RWX volume.
     configmap:NS/NAME[?shards=N]
                              ConfigMaps NAME-meta (epoch, owner, shard count)
-                             and NAME-0..NAME-(N-1) (records), every write a
+                             and NAME-0..NAME-(N-1) (records; small shards,
+                             more added as state grows), every write a
                              compare-and-set on resourceVersion; taking
                              ownership stamps the new epoch into every shard, so
                              an old owner's CAS fails and it finds the newer

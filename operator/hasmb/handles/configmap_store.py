@@ -2,10 +2,18 @@
 
 Objects (all labelled hasmb.io/handle-store=NAME):
 - NAME-meta: data {epoch, owner, shards}: the ownership record and the shard
-  count, fixed when the store is first created (`?shards=N`, default 8).
+  count (initially `?shards=N`, default 4).
 - NAME-0 .. NAME-(shards-1): data {"epoch": E, "<pid as 16 hex>": record
-  JSON, ...}. A ConfigMap holds at most 1 MiB, so each shard is kept under
-  SHARD_DATA_LIMIT bytes; capacity is shards x that.
+  JSON, ...}.
+
+Sizing: every CAS makes the apiserver decode, re-encode, store and return the
+whole object, so a write costs time in proportion to its shard's size (about
+4 ms at a few KiB, 40 ms at 500 KiB on the development machine). New records
+therefore go to shards below SHARD_TARGET (64 KiB), and when every shard is
+above it the store adds one (a CAS of the count in NAME-meta, then the new
+object), up to max_shards. SHARD_DATA_LIMIT (just under the 1 MiB object
+limit) is the hard bound; a record that fits nowhere fails alone with
+StoreFullError.
 
 Every write is a compare-and-set on resourceVersion (a merge patch that
 carries metadata.resourceVersion; the apiserver answers 409 if the object
@@ -16,7 +24,8 @@ into the "epoch" field of every shard (creating missing ones). From then on an
 old owner's cached resourceVersion of any shard is stale, so its next CAS gets
 409; it re-reads the shard, sees a newer epoch there (and in NAME-meta) and
 raises StaleEpochError. A write that won the race before the stamp is one the
-new owner sees, because it loads after take_ownership returns.
+new owner sees, because it loads after take_ownership returns. Adding a shard
+CASes NAME-meta first, so it is fenced the same way.
 
 Group commit: a batch is one CAS per touched shard, in parallel; records that
 are new in the batch all go to the least-filled shard, so a burst of creates
@@ -38,7 +47,12 @@ from hasmb.handles.store import EpochInfo, HandleStore, StoreChange
 
 LABEL_STORE = "hasmb.io/handle-store"
 LABEL_ROLE = "hasmb.io/handle-store-role"
-DEFAULT_SHARDS = 8
+DEFAULT_SHARDS = 4
+DEFAULT_MAX_SHARDS = 512
+# Every CAS rewrites (and returns) the whole object, so a write costs time in
+# proportion to its shard's size: new records go to shards below this size,
+# and the store adds shards when all are above it.
+SHARD_TARGET = 64 * 1024
 # The apiserver limit is 1 MiB for the whole object; leave room for metadata.
 SHARD_DATA_LIMIT = 1_000_000
 EPOCH_KEY = "epoch"
@@ -85,19 +99,24 @@ class ConfigMapHandleStore(HandleStore):
         *,
         kubeconfig: str | None = None,
         shards: int = DEFAULT_SHARDS,
+        max_shards: int = DEFAULT_MAX_SHARDS,
+        shard_target: int = SHARD_TARGET,
         shard_limit: int = SHARD_DATA_LIMIT,
         max_batch: int = 256,
     ) -> None:
         super().__init__(max_batch=max_batch)
-        if shards < 1:
-            raise ValueError("shards must be >= 1")
+        if not 1 <= shards <= max_shards:
+            raise ValueError("need 1 <= shards <= max_shards")
         self.namespace = namespace
         self.name = name
         self.default_shards = shards
+        self.max_shards = max_shards
+        self.shard_target = min(shard_target, shard_limit)
         self.shard_limit = shard_limit
         self.api = KubeApi(kubeconfig)
         self._shards: list[_Shard] = []
         self._where: dict[int, int] = {}
+        self._meta_rv = ""
 
     # -- names ---------------------------------------------------------------
 
@@ -159,7 +178,12 @@ class ConfigMapHandleStore(HandleStore):
     async def _raise_epoch(self, owner: str, requested: int | None) -> int:
         new, shard_count = await self._raise_meta(owner, requested)
         shards = [_Shard(i) for i in range(shard_count)]
-        await asyncio.gather(*(self._stamp(shard, new) for shard in shards))
+        # One list instead of a GET per shard (a stale copy only costs a 409).
+        items, _ = await self._list()
+        known = {item["metadata"]["name"]: item for item in items}
+        await asyncio.gather(
+            *(self._stamp(s, new, known.get(self._shard_name(s.index))) for s in shards)
+        )
         self._shards = shards
         self._where = {}
         for shard in shards:
@@ -175,13 +199,14 @@ class ConfigMapHandleStore(HandleStore):
                 new = requested if requested is not None else 1
                 data = {EPOCH_KEY: str(new), "owner": owner, "shards": str(self.default_shards)}
                 try:
-                    await self.api.request(
+                    obj = await self.api.request(
                         "POST", self._base, body=self._new_object(self._meta_name, "meta", data)
                     )
                 except KubeApiError as exc:
                     if exc.status == 409:
                         continue
                     raise
+                self._meta_rv = obj["metadata"]["resourceVersion"]
                 return new, self.default_shards
             data = meta.get("data") or {}
             cur = int(data.get(EPOCH_KEY, "0"))
@@ -190,7 +215,7 @@ class ConfigMapHandleStore(HandleStore):
             new = requested if requested is not None else cur + 1
             shards = int(data.get("shards", str(self.default_shards)))
             try:
-                await self._cas_patch(
+                obj = await self._cas_patch(
                     self._meta_name,
                     meta["metadata"]["resourceVersion"],
                     {EPOCH_KEY: str(new), "owner": owner, "shards": str(shards)},
@@ -200,13 +225,45 @@ class ConfigMapHandleStore(HandleStore):
                 if exc.status == 409:
                     continue
                 raise
+            self._meta_rv = obj["metadata"]["resourceVersion"]
             return new, shards
 
-    async def _stamp(self, shard: _Shard, epoch: int) -> None:
+    async def _grow(self, epoch: int) -> bool:
+        """Add one shard: CAS the count in NAME-meta, then create the object.
+
+        The meta CAS is what fences growth: after a takeover the old owner's
+        cached resourceVersion of NAME-meta is stale. A new owner stamps every
+        shard the count names, creating it if the grower had not yet.
+        """
+        if len(self._shards) >= self.max_shards:
+            return False
+        count = len(self._shards) + 1
+        for _ in range(3):
+            try:
+                obj = await self._cas_patch(self._meta_name, self._meta_rv, {"shards": str(count)})
+                break
+            except KubeApiError as exc:
+                if exc.status != 409:
+                    raise
+                meta = await self._get(self._meta_name)
+                data = (meta or {}).get("data") or {}
+                current = int(data.get(EPOCH_KEY, "0"))
+                if meta is None or current != epoch:
+                    raise StaleEpochError(epoch, current) from exc
+                self._meta_rv = meta["metadata"]["resourceVersion"]
+        else:
+            raise StoreError(f"configmap {self._meta_name}: conflicts persist under epoch {epoch}")
+        self._meta_rv = obj["metadata"]["resourceVersion"]
+        shard = _Shard(count - 1)
+        await self._stamp(shard, epoch)
+        self._shards.append(shard)
+        return True
+
+    async def _stamp(self, shard: _Shard, epoch: int, known: dict[str, Any] | None = None) -> None:
         """CAS the new epoch into one shard (creating it if missing)."""
         obj_name = self._shard_name(shard.index)
         while True:
-            obj = await self._get(obj_name)
+            obj, known = known or await self._get(obj_name), None
             try:
                 if obj is None:
                     obj = await self.api.request(
@@ -255,22 +312,23 @@ class ConfigMapHandleStore(HandleStore):
             # a burst of creates is one round trip; spill over only when full.
             growth = {i: self._growth(i, p) for i, p in patches.items()}
             order = sorted(self._shards, key=lambda s: (s.size + growth.get(s.index, 0), s.index))
-            pos = 0
             for op, value in new_ops:
                 key = record_key(op.persistent_id)
                 need = len(key) + len(value)
-                while pos < len(order) and (
-                    order[pos].size + growth.get(order[pos].index, 0) + need > self.shard_limit
-                ):
-                    pos += 1
-                if pos == len(order):
+                target = None
+                for limit in (self.shard_target, self.shard_limit):
+                    for shard in order:
+                        if shard.size + growth.get(shard.index, 0) + need <= limit:
+                            target = shard.index
+                            break
+                    if target is not None:
+                        break
+                if target is None:
                     rejected[op.persistent_id] = StoreFullError(
                         f"configmap {self.namespace}/{self.name}: all {len(self._shards)} "
                         "shards are full"
                     )
-                    pos = 0
                     continue
-                target = order[pos].index
                 patches.setdefault(target, {})[key] = value
                 growth[target] = growth.get(target, 0) + need
         return patches, rejected
@@ -287,6 +345,14 @@ class ConfigMapHandleStore(HandleStore):
     async def _commit(self, ops: list[WriteOp], epoch: int) -> dict[int, Exception]:
         if not self._shards:
             raise StoreError("configmap store: no shards loaded (take_ownership first)")
+        new_bytes = sum(
+            len(op.record.to_json()) + 16
+            for op in ops
+            if op.record is not None and op.persistent_id not in self._where
+        )
+        room = sum(max(0, self.shard_target - s.size) for s in self._shards)
+        while new_bytes > room and await self._grow(epoch):
+            room += max(0, self.shard_target - self._shards[-1].size)
         patches, rejected = self._plan(ops)
         results = await asyncio.gather(
             *(self._write_shard(index, patch, epoch) for index, patch in patches.items()),
