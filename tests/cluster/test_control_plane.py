@@ -17,8 +17,9 @@ import pytest
 from tests.support.cluster import KubeCluster
 
 K8S_MINOR = "v1.34."
-# Real kubelets may join the shared cluster too; these tests are about kwok's nodes.
-ON_KWOK = {"type": "kwok"}
+# Real kubelets and other tests' kwok nodes may join the shared cluster too; these
+# tests are about the nodes hack/cluster made.
+ON_KWOK = {"hasmb.io/node-pool": "hack-cluster"}
 PAUSE = "registry.k8s.io/pause:3.10"
 
 
@@ -54,9 +55,11 @@ def test_versions_match(kube_cluster: KubeCluster) -> None:
 
 
 def test_kwok_nodes_ready(kube_cluster: KubeCluster) -> None:
-    nodes = json.loads(kube_cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    selector = ",".join(f"{k}={v}" for k, v in ON_KWOK.items())
+    out = kube_cluster.kubectl("get", "nodes", "-l", selector, "-o", "json")
+    nodes = json.loads(out.stdout)["items"]
     fake = [n for n in nodes if n["metadata"]["annotations"].get("kwok.x-k8s.io/node") == "fake"]
-    assert len(fake) >= 4
+    assert len(fake) == len(nodes) >= 4
     for node in fake:
         ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
         assert ready and ready[0]["status"] == "True", node["metadata"]["name"]
