@@ -32,6 +32,7 @@ from hasmb.handles import (
     PersistentOpenRecord,
     StaleEpochError,
     StoreChange,
+    StoreClosedError,
     StoreFollower,
     StoreMirror,
     open_store,
@@ -514,3 +515,24 @@ async def test_acknowledged_writes_survive_kill_9(backend: Backend) -> None:
     await restarted.put(make_record(10**6))
     again = backend.new_store()
     assert {r.persistent_id for r in await again.load_all()} == loaded | {10**6}
+
+
+async def test_closing_a_store_ends_its_follower(backend: Backend) -> None:
+    owner = backend.new_store()
+    await owner.take_ownership("node-a")
+    await owner.put(make_record(1))
+    standby = backend.new_store()
+    follower = StoreFollower(standby, retry_delay=0.05)
+    follower.start()
+    async with asyncio.timeout(30):
+        await follower.wait_synced()
+        await owner.put(make_record(2))
+        await follower.wait_until(lambda m: set(m.records) == {1, 2})
+        await standby.close()
+        task = follower._task
+        assert task is not None
+        await task  # returns instead of retrying for ever
+    assert not follower.mirror.synced
+    await owner.close()
+    with pytest.raises(StoreClosedError):
+        await owner.put(make_record(3))

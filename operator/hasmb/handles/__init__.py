@@ -71,6 +71,7 @@ from typing import Any
 from hasmb.handles.errors import (
     NotOwnerError,
     StaleEpochError,
+    StoreClosedError,
     StoreError,
     StoreFullError,
     StoreSpecError,
@@ -114,6 +115,7 @@ __all__ = [
     "PersistentOpenRecord",
     "StaleEpochError",
     "StoreChange",
+    "StoreClosedError",
     "StoreError",
     "StoreFollower",
     "StoreFullError",

@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasmb.handles.errors import StaleEpochError, StoreError, StoreFullError
+from hasmb.handles.errors import StaleEpochError, StoreClosedError, StoreError, StoreFullError
 from hasmb.handles.group_commit import WriteOp
 from hasmb.handles.kube_api import KubeApi, KubeApiError
 from hasmb.handles.record import PersistentOpenRecord, RecordFormatError
@@ -457,6 +457,8 @@ class ConfigMapHandleStore(HandleStore):
                         if fenced.epoch > view.announced.epoch:
                             view.announced = fenced
                             yield StoreChange("epoch", epoch=fenced.epoch, owner=fenced.owner)
+            except StoreClosedError:
+                raise
             except StoreError:
                 # Lost the watch (410 Gone, apiserver restart): relist after a
                 # pause, so a persistent failure does not spin.

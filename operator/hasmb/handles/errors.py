@@ -16,6 +16,10 @@ class StaleEpochError(StoreError):
         self.current = current
 
 
+class StoreClosedError(StoreError):
+    """The store object was closed."""
+
+
 class NotOwnerError(StoreError):
     """A write was attempted before take_ownership()."""
 

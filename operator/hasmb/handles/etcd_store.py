@@ -27,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from hasmb.handles.errors import StaleEpochError, StoreError
+from hasmb.handles.errors import StaleEpochError, StoreClosedError, StoreError
 from hasmb.handles.group_commit import WriteOp
 from hasmb.handles.record import PersistentOpenRecord, RecordFormatError
 from hasmb.handles.store import EpochInfo, HandleStore, StoreChange
@@ -87,6 +87,10 @@ class EtcdHandleStore(HandleStore):
         self._rec_prefix = (self.prefix + "/h/").encode()
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        # Open watch streams, closed by close(): closing the session alone
+        # does not wake a reader waiting on a stream.
+        self._watches: set[aiohttp.ClientResponse] = set()
         self._epoch_mod_revision = 0
         self.round_trips = 0
 
@@ -98,6 +102,8 @@ class EtcdHandleStore(HandleStore):
         return self.endpoints[self._current]
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise StoreClosedError("etcd store is closed")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
@@ -287,19 +293,29 @@ class EtcdHandleStore(HandleStore):
             async with self._get_session().post(
                 self.base_url + "/v3/watch", json=body, timeout=timeout
             ) as resp:
-                if resp.status != 200:
-                    raise StoreError(f"etcd watch: HTTP {resp.status}")
-                # The gateway streams one JSON message per line.
-                async for line in iter_lines(resp.content):
-                    msg = json.loads(line)
-                    result = msg.get("result")
-                    if result is None or result.get("canceled") or result.get("compact_revision"):
-                        return
-                    for ev in result.get("events") or []:
-                        change = self._event_change(ev)
-                        if change is not None:
-                            yield change
+                self._watches.add(resp)
+                try:
+                    if resp.status != 200:
+                        raise StoreError(f"etcd watch: HTTP {resp.status}")
+                    # The gateway streams one JSON message per line.
+                    async for line in iter_lines(resp.content):
+                        msg = json.loads(line)
+                        result = msg.get("result")
+                        if (
+                            result is None
+                            or result.get("canceled")
+                            or result.get("compact_revision")
+                        ):
+                            return
+                        for ev in result.get("events") or []:
+                            change = self._event_change(ev)
+                            if change is not None:
+                                yield change
+                finally:
+                    self._watches.discard(resp)
         except (aiohttp.ClientError, TimeoutError):
+            if self._closed:
+                raise StoreClosedError("etcd store is closed") from None
             self._current = (self._current + 1) % len(self.endpoints)
             await asyncio.sleep(0.2)
 
@@ -320,6 +336,9 @@ class EtcdHandleStore(HandleStore):
         return StoreChange("put", record=rec, persistent_id=rec.persistent_id)
 
     async def _close(self) -> None:
+        self._closed = True
+        for resp in list(self._watches):
+            resp.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

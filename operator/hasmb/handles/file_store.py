@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hasmb.handles.errors import StaleEpochError, StoreError
+from hasmb.handles.errors import StaleEpochError, StoreClosedError, StoreError
 from hasmb.handles.group_commit import WriteOp
 from hasmb.handles.record import PersistentOpenRecord, RecordFormatError
 from hasmb.handles.store import EpochInfo, HandleStore, StoreChange
@@ -196,6 +196,7 @@ class FileHandleStore(HandleStore):
         self.poll_interval = poll_interval
         self.lock_timeout = lock_timeout
         self._mutex = threading.Lock()
+        self._closed = False
         self._lock_fd: int | None = None
         self._log_fd: int | None = None
         self._log_size = 0
@@ -206,6 +207,8 @@ class FileHandleStore(HandleStore):
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         with self._mutex:
+            if self._closed:
+                raise StoreClosedError(f"{self.directory}: store is closed")
             if self._lock_fd is None:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 self._lock_fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
@@ -323,6 +326,8 @@ class FileHandleStore(HandleStore):
         )
         while True:
             await asyncio.sleep(self.poll_interval)
+            if self._closed:
+                raise StoreClosedError(f"{dir_}: store is closed")
             new_epoch_ino = await asyncio.to_thread(_ino, dir_ / EPOCH_FILE)
             new_ep = ep
             if new_epoch_ino != epoch_ino:
@@ -366,6 +371,7 @@ class FileHandleStore(HandleStore):
         return changes
 
     async def _close(self) -> None:
+        self._closed = True
         with self._mutex:
             for fd in (self._log_fd, self._lock_fd):
                 if fd is not None:

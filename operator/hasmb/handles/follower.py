@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from hasmb.handles.errors import StoreError
+from hasmb.handles.errors import StoreClosedError, StoreError
 from hasmb.handles.store import HandleStore, StoreChange, StoreMirror
 
 log = logging.getLogger("hasmb.handles")
@@ -51,6 +51,9 @@ class StoreFollower:
                         self.on_change(change, self.mirror)
                     async with self._changed:
                         self._changed.notify_all()
+            except StoreClosedError:
+                self.mirror.synced = False
+                return
             except StoreError as exc:
                 self.last_error = exc
                 log.warning("following the handle store failed, retrying: %s", exc)

@@ -20,7 +20,7 @@ import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-from hasmb.handles.errors import StoreError
+from hasmb.handles.errors import StoreClosedError, StoreError
 from hasmb.handles.streams import iter_lines
 
 
@@ -39,6 +39,10 @@ class KubeApi:
         self._kubeconfig = kubeconfig
         self._config: Any = None
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        # Open watch streams, closed by close(): closing the session alone
+        # does not wake a reader waiting on a stream.
+        self._watches: set[aiohttp.ClientResponse] = set()
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self.calls = 0
 
@@ -53,6 +57,8 @@ class KubeApi:
             else:
                 await k8s_config.load_kube_config(client_configuration=cfg)
             self._config = cfg
+        if self._closed:
+            raise StoreClosedError("Kubernetes API client is closed")
         if self._session is None or self._session.closed:
             cfg = self._config
             ssl_ctx: ssl.SSLContext | bool = False
@@ -124,16 +130,25 @@ class KubeApi:
             async with session.get(
                 path.lstrip("/"), headers=headers, params={**params, "watch": "1"}, timeout=timeout
             ) as resp:
-                if resp.status >= 300:
-                    raise KubeApiError(resp.status, "WATCH", path, await resp.text())
-                async for line in iter_lines(resp.content):
-                    event = json.loads(line)
-                    if isinstance(event, dict):
-                        yield event
+                self._watches.add(resp)
+                try:
+                    if resp.status >= 300:
+                        raise KubeApiError(resp.status, "WATCH", path, await resp.text())
+                    async for line in iter_lines(resp.content):
+                        event = json.loads(line)
+                        if isinstance(event, dict):
+                            yield event
+                finally:
+                    self._watches.discard(resp)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            if self._closed:
+                raise StoreClosedError("Kubernetes API client is closed") from exc
             raise StoreError(f"WATCH {path}: {exc!r}") from exc
 
     async def close(self) -> None:
+        self._closed = True
+        for resp in list(self._watches):
+            resp.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -11,6 +11,7 @@ the backend again), and group commit.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from typing import Literal
 from hasmb.handles.errors import NotOwnerError, StaleEpochError
 from hasmb.handles.group_commit import CommitStats, GroupCommitter, WriteOp
 from hasmb.handles.record import PersistentOpenRecord
+
+log = logging.getLogger("hasmb.handles")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class HandleStore(ABC):
         self._epoch = new
         self._owner = owner
         self._fence = None
+        log.info("handle store: %s owns it at epoch %d", owner, new)
         return new
 
     async def put(self, record: PersistentOpenRecord) -> None:
@@ -134,6 +138,14 @@ class HandleStore(ABC):
         try:
             return await self._commit(ops, epoch)
         except StaleEpochError as exc:
+            if self._fence is None:
+                log.error(
+                    "handle store: fenced, %s wrote under epoch %d but the store is at %d; "
+                    "another owner took over",
+                    self._owner,
+                    exc.mine,
+                    exc.current,
+                )
             self._fence = exc
             raise
 
