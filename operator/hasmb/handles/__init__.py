@@ -30,7 +30,14 @@ Group commit (group_commit.py)
     Concurrent put/delete calls queue behind the commit in flight and go out
     together in the next one: one fsync (file), one txn (etcd), one CAS per
     touched shard (configmap). There is no timer; batches grow with load.
-    `store.stats` counts writes and commits.
+    `store.stats` counts writes, commits and backend round trips.
+
+Errors (errors.py)
+    `StaleEpochError` (fenced: stop serving), `NotOwnerError` (write before
+    take_ownership), `StoreFullError` (configmap: one record that fits nowhere;
+    the rest of its batch still commits), `StoreClosedError`, and
+    `StoreError` for I/O and protocol failures (the write may or may not have
+    landed; it was not acknowledged).
 
 Backends, chosen by a spec string (`open_store`, parsed in spec.py)
     file:DIR                 snapshot + CRC-checked append log, fdatasync'd,
