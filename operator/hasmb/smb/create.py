@@ -21,6 +21,7 @@ from hasmb.smb.constants import (
     ACCESS_SYSTEM_SECURITY,
     ATTR_DIRECTORY,
     ATTR_READONLY,
+    ATTR_SETTABLE,
     CLOSE_FLAG_POSTQUERY_ATTRIB,
     DELETE,
     FILE_ADD_FILE,
@@ -529,7 +530,7 @@ async def open_file(req: Request, tree: TreeConnect, p: CreateParams) -> tuple[O
 
 def _init_new(host: str, attrs: int, is_dir: bool) -> None:
     set_xattr(host, XATTR_BTIME, filetime_now().to_bytes(8, "little"))
-    attrs &= ~0x80  # NORMAL is the absence of others
+    attrs &= ATTR_SETTABLE  # NORMAL is the absence of others; sparse only via FSCTL
     if attrs & ~ATTR_DIRECTORY:
         set_xattr(
             host, XATTR_ATTRS, (attrs & ~ATTR_DIRECTORY | 0x20 * (not is_dir)).to_bytes(4, "little")
@@ -544,7 +545,9 @@ def _maybe_drop_node(server: SmbServer, node: object) -> None:
         del server.state.files[node.key]
 
 
-async def close_open(server: SmbServer, op: Open) -> None:
+async def close_open(
+    server: SmbServer, op: Open, notify_status: int = Status.NOTIFY_CLEANUP
+) -> None:
     """Release everything an open holds; delete the file if it is the last open of a
     file marked for deletion (MS-FSA 2.1.5.4)."""
     if op.closed:
@@ -552,8 +555,9 @@ async def close_open(server: SmbServer, op: Open) -> None:
     op.closed = True
     if op.session is not None:
         op.session.opens.pop(op.volatile_id, None)
-    for w in list(op.notify_waiters):
-        w.cancel()
+    from hasmb.smb import notify
+
+    notify.stop(server, op, notify_status)
     await oplock.release(server, op)
     if op.pipe is not None:
         try:
@@ -578,9 +582,7 @@ async def close_open(server: SmbServer, op: Open) -> None:
                 os.rmdir(node.path)
             else:
                 os.unlink(node.path)
-            from hasmb.smb import notify
-
-            notify.report(server, op, 2)
+            notify.report(server, op, notify.REMOVED)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 log.info("delete on close of %s failed: %s", node.path, exc)

@@ -132,6 +132,10 @@ async def handle_write(req: Request) -> bytes:
     from hasmb.smb import oplock
 
     oplock.on_write(req.server, op)
+    if req.server.state.watchers:
+        from hasmb.smb import notify
+
+        notify.report(req.server, op, notify.MODIFIED)
     return _WRITE_RESP.pack(17, 0, written, 0, 0, 0)
 
 

@@ -17,7 +17,9 @@ from hasmb.smb.constants import (
     FILE_READ_DATA,
     FILE_WRITE_ATTRIBUTES,
     FILE_WRITE_DATA,
+    FSCTL_GET_COMPRESSION,
     FSCTL_QUERY_ALLOCATED_RANGES,
+    FSCTL_SET_COMPRESSION,
     FSCTL_SET_SPARSE,
     FSCTL_SET_ZERO_DATA,
     FSCTL_SRV_COPYCHUNK,
@@ -45,6 +47,27 @@ def register(reg: Registry) -> None:
     reg.add_fsctl(FSCTL_SET_SPARSE, set_sparse)
     reg.add_fsctl(FSCTL_SET_ZERO_DATA, set_zero_data)
     reg.add_fsctl(FSCTL_QUERY_ALLOCATED_RANGES, query_allocated_ranges)
+    reg.add_fsctl(FSCTL_GET_COMPRESSION, get_compression)
+    reg.add_fsctl(FSCTL_SET_COMPRESSION, set_compression)
+
+
+async def get_compression(req: Request, op: Open | None, data: bytes, max_out: int) -> bytes:
+    if op is None or op.pipe is not None:
+        raise SmbError(Status.INVALID_PARAMETER)
+    if max_out < 2:
+        raise SmbError(Status.INVALID_PARAMETER)
+    return struct.pack("<H", 0)  # COMPRESSION_FORMAT_NONE
+
+
+async def set_compression(req: Request, op: Open | None, data: bytes, max_out: int) -> bytes:
+    if op is None or op.pipe is not None:
+        raise SmbError(Status.INVALID_PARAMETER)
+    if len(data) < 2:
+        raise SmbError(Status.INVALID_PARAMETER)
+    (fmt,) = struct.unpack_from("<H", data)
+    if fmt != 0:
+        raise SmbError(Status.NOT_SUPPORTED)
+    return b""
 
 
 def _file(op: Open | None) -> Open:
@@ -80,16 +103,20 @@ async def copychunk(req: Request, op: Open | None, data: bytes, max_out: int) ->
         raise SmbError(Status.INVALID_PARAMETER)
     chunks = [struct.unpack_from("<QQII", data, 32 + i * 24)[:3] for i in range(count)]
     total = sum(c[2] for c in chunks)
-    if count > MAX_CHUNKS or any(c[2] > MAX_CHUNK_SIZE or c[2] == 0 for c in chunks) or (
-        total > MAX_TOTAL
+    if (
+        count > MAX_CHUNKS
+        or any(c[2] > MAX_CHUNK_SIZE or c[2] == 0 for c in chunks)
+        or (total > MAX_TOTAL)
     ):
         req.status = Status.INVALID_PARAMETER
         return _copy_limits()
     source = req.server.state.by_resume_key.get(key)
     if source is None or source.closed:
         raise SmbError(Status.OBJECT_NAME_NOT_FOUND)
-    if source.session is not None and req.session is not None and (
-        source.session.user.lower() != req.session.user.lower()
+    if (
+        source.session is not None
+        and req.session is not None
+        and (source.session.user.lower() != req.session.user.lower())
     ):
         raise SmbError(Status.ACCESS_DENIED)
     ctl = int.from_bytes(req.msg[68:72], "little")
@@ -101,17 +128,23 @@ async def copychunk(req: Request, op: Open | None, data: bytes, max_out: int) ->
         raise SmbError(Status.ACCESS_DENIED)
     written = 0
     done = 0
-    for src_off, dst_off, length in chunks:
-        check_lock_conflict(source, src_off, length, write=False)
-        check_lock_conflict(target, dst_off, length, write=True)
-        try:
-            n = await asyncio.to_thread(_copy, source.fd, target.fd, src_off, dst_off, length)
-        except OSError as exc:
-            raise SmbError(errno_to_status(exc)) from exc
-        if n < length:
-            raise SmbError(Status.INVALID_VIEW_SIZE)
-        written += n
-        done += 1
+    try:
+        for src_off, dst_off, length in chunks:
+            check_lock_conflict(source, src_off, length, write=False)
+            check_lock_conflict(target, dst_off, length, write=True)
+            try:
+                n = await asyncio.to_thread(
+                    _copy, source.fd, target.fd, src_off, dst_off, length
+                )
+            except OSError as exc:
+                raise SmbError(errno_to_status(exc)) from exc
+            if n < length:
+                raise SmbError(Status.INVALID_VIEW_SIZE)
+            written += n
+            done += 1
+    except SmbError as err:
+        # the response still reports how far the copy got (MS-SMB2 3.3.5.15.6.2)
+        req.status = err.status
     return struct.pack("<III", done, 0, written)
 
 
@@ -214,9 +247,7 @@ def _allocated(fd: int, offset: int, length: int, sparse: bool) -> list[tuple[in
     return out
 
 
-async def query_allocated_ranges(
-    req: Request, op: Open | None, data: bytes, max_out: int
-) -> bytes:
+async def query_allocated_ranges(req: Request, op: Open | None, data: bytes, max_out: int) -> bytes:
     f = _file(op)
     if len(data) < 16:
         raise SmbError(Status.INVALID_PARAMETER)
@@ -225,10 +256,10 @@ async def query_allocated_ranges(
         raise SmbError(Status.INVALID_PARAMETER)
     if not f.granted_access & FILE_READ_DATA:
         raise SmbError(Status.ACCESS_DENIED)
-    if max_out < 16:
-        raise SmbError(Status.BUFFER_TOO_SMALL)
     sparse = bool(stat_meta(f.host_path).attributes & ATTR_SPARSE_FILE)
     ranges = await asyncio.to_thread(_allocated, f.fd, offset, length, sparse)
+    if ranges and max_out < 16:
+        raise SmbError(Status.BUFFER_TOO_SMALL)
     fit = max_out // 16
     if len(ranges) > fit:
         ranges = ranges[:fit]

@@ -80,7 +80,7 @@ async def handle_ioctl(req: Request) -> bytes:
     out = await handler(req, op, data, max_out)
     if len(out) > max_out:
         if req.status == Status.SUCCESS:
-            raise SmbError(Status.INVALID_PARAMETER)
+            raise SmbError(Status.BUFFER_TOO_SMALL)
         out = out[:max_out]
     out_off = 64 + 48 if out else 0
     return (

@@ -372,7 +372,7 @@ class SmbServer:
         from hasmb.smb.create import close_open
 
         for op in list(session.opens.values()):
-            await close_open(self, op)
+            await close_open(self, op, Status.CANCELLED)
         session.opens.clear()
         session.trees.clear()
         session.connection.sessions.pop(session.session_id, None)

@@ -59,16 +59,14 @@ async def handle_session_setup(req: Request) -> bytes:
         if found is None or found.expired:
             raise SmbError(Status.USER_SESSION_DELETED)
         session = found
-        if session.valid and session.authenticator is None:
-            # re-authentication of an established session (3.3.5.5.2)
-            session.preauth_hash = conn.preauth_hash
         if session.valid and session.keys is not None and req.header.flags & 0x8:
             if not crypto.verify(conn.signing_algorithm, session.keys.signing, req.msg):
                 raise SmbError(Status.ACCESS_DENIED)
     req.session = session
     if session.authenticator is None:
         session.authenticator = _new_acceptor(req)
-    if conn.dialect == DIALECT_311:
+    reauth = session.valid
+    if conn.dialect == DIALECT_311 and not reauth:
         session.preauth_hash = crypto.preauth_update(session.preauth_hash, req.msg)
     try:
         step = session.authenticator.step(token)
@@ -79,7 +77,7 @@ async def handle_session_setup(req: Request) -> bytes:
             await server.destroy_session(session)
         raise SmbError(Status.LOGON_FAILURE) from exc
     if not step.complete:
-        if conn.dialect == DIALECT_311:
+        if conn.dialect == DIALECT_311 and not reauth:
 
             def _hash(resp: bytes) -> None:
                 session.preauth_hash = crypto.preauth_update(session.preauth_hash, resp)
@@ -91,6 +89,15 @@ async def handle_session_setup(req: Request) -> bytes:
     assert result is not None
     session.authenticator = None
     session_flags = 0
+    if reauth:
+        # re-authentication (3.3.5.5.2) keeps the session's keys; only the identity is refreshed
+        session.user = result.user
+        session.domain = result.domain
+        session.anonymous = result.anonymous
+        req.sign_response = True
+        if session.encrypt_data:
+            session_flags |= SESSION_FLAG_ENCRYPT_DATA
+        return _response(session_flags, step.out_token)
     if result.anonymous:
         session.anonymous = True
         session_flags |= SESSION_FLAG_IS_NULL

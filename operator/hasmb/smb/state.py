@@ -159,7 +159,7 @@ class Open:
     position: int = 0
     mode: int = 0
     closed: bool = False
-    notify_waiters: list[Any] = field(default_factory=list)
+    notify_watch: Any = None  # hasmb.smb.notify.Watch once CHANGE_NOTIFY was issued
 
     @property
     def file_id(self) -> bytes:
@@ -176,6 +176,7 @@ class GlobalState:
     files: dict[tuple[int, int], FileNode] = field(default_factory=dict)
     leases: dict[tuple[bytes, bytes], Lease] = field(default_factory=dict)
     sessions: dict[int, Session] = field(default_factory=dict)
+    watchers: list[Open] = field(default_factory=list)  # directory opens with CHANGE_NOTIFY
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _session_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     on_open_change: list[Callable[[Open, str], None]] = field(default_factory=list)
