@@ -78,9 +78,12 @@ async def test_rpcclient_witness_flow(level: str) -> None:
             rc.send(f"RegisterEx --net=SVM1 --share=data --ip={env.ip} --client=HOSTX")
             h2 = await _handle(rc)
             assert h2 != h1 and len(svc.registry) == 2
+            # One command at a time: rpcclient polls stdin before reading a line
+            # that is already buffered, so a second queued line waits ~5 s.
             rc.send(f"UnRegister {h1}")
+            await _poll(lambda: len(svc.registry) == 1, "the first registration to go")
             rc.send(f"UnRegister {h2}")
-            await _poll(lambda: len(svc.registry) == 0, "both registrations to go")
+            await _poll(lambda: len(svc.registry) == 0, "the second registration to go")
         finally:
             assert await rc.close() == 0
 

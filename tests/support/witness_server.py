@@ -90,6 +90,8 @@ class Rpcclient:
         return cls(proc)
 
     def send(self, line: str) -> None:
+        """One command; wait for its effect before the next (rpcclient polls
+        stdin before reading an already-buffered line, delaying it ~5 s)."""
         assert self.proc.stdin is not None
         self.proc.stdin.write(line.encode() + b"\n")
 

@@ -59,3 +59,25 @@ async def test_update_interfaces_notifies_registered_clients() -> None:
     ]
     assert count == 4
     assert [i.state for i in svc.interfaces()] == ["unavailable", "available"]
+
+
+def test_witness_for_smbd_from_the_smbd_config() -> None:
+    from hasmb.smb.config import ShareConfig, SmbdConfig
+    from hasmb.smb.config import WitnessConfig as SmbWitnessConfig
+    from hasmb.witness.messages import IF_WITNESS  # noqa: F401 - documents the flag at stake
+    from hasmb.witness.smbd import witness_for_smbd
+
+    cfg = SmbdConfig(
+        netname="SVM7",
+        listen="127.0.0.5:4450",
+        shares=[ShareConfig("Data", "/tmp/x", continuously_available=True)],
+    )
+    assert witness_for_smbd(cfg, {"u": "p"}) is None  # off unless asked for
+    svc = witness_for_smbd(cfg, {"u": "p"}, witness_listen="127.0.0.5:0")
+    assert svc is not None and svc.netname == "SVM7"
+    (iface,) = svc.interfaces()
+    assert iface.ipv4 == "127.0.0.5" and svc.is_local(iface)
+    assert svc.registry.register(WITNESS_V2, "SVM7", "127.0.0.5", "c", ex=True, share_name="DATA")
+    cfg.witness = SmbWitnessConfig(listen="0.0.0.0:5050", endpoint_mapper_port=0)
+    svc = witness_for_smbd(cfg, {})
+    assert svc is not None and svc.config.port == 5050 and svc.config.endpoint_mapper_port == 0

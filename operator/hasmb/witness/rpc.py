@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import struct
 import uuid
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from hasmb.witness.messages import (
     WITNESS_V2,
 )
 from hasmb.witness.registry import WitnessError, WitnessRegistry
+
+log = logging.getLogger(__name__)
 
 WITNESS_UUID = uuid.UUID("ccd8c074-d0e5-4a40-92b4-d074faa6ba28")
 WITNESS_VERSION = (1, 1)
@@ -161,6 +164,7 @@ class WitnessRpcInterface:
         try:
             self._registry.unregister(handle.uuid)
         except WitnessError as e:
+            log.info("witness: UnRegister %s: %s", handle.uuid, e)
             w.u32(e.code)
             return w.bytes()
         w.u32(ERROR_SUCCESS)

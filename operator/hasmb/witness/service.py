@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from hasmb.rpc.epm import EndpointMapper, TcpEndpoint
@@ -56,6 +57,20 @@ from hasmb.witness.rpc import WitnessRpcInterface
 
 log = logging.getLogger(__name__)
 
+LOCAL_NODE = "(local)"
+
+
+def local_addresses(host: str) -> list[str]:
+    """`host` if it is a specific address, else this machine's addresses."""
+    if host not in ("0.0.0.0", "", "::"):
+        return [host]
+    try:
+        infos = socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        found = sorted({str(i[4][0]) for i in infos if not str(i[4][0]).startswith("127.")})
+    except OSError:
+        found = []
+    return found or ["127.0.0.1"]
+
 
 class WitnessService:
     def __init__(
@@ -65,27 +80,39 @@ class WitnessService:
         netname: str,
         share_exists: Callable[[str], bool] | None = None,
         extra_interfaces: Sequence[RpcInterface] = (),
+        default_addresses: Sequence[str] = (),
     ) -> None:
         self.config = config
         self.netname = netname
+        self._default_addresses = list(default_addresses)
         self._identity = AuthIdentity(dict(users), netname, netname.lower())
-        self._interfaces = list(config.interfaces) or [self._default_interface()]
+        self._interfaces = list(config.interfaces) or self._default_interfaces()
         self.registry = WitnessRegistry(
             netname, self.interfaces, share_exists, config.registration_timeout
         )
-        self._rpc = WitnessRpcInterface(self.registry, self.interfaces, config.is_local)
+        self._rpc = WitnessRpcInterface(self.registry, self.interfaces, self.is_local)
         self._extra = list(extra_interfaces)
         self._server: RpcTcpServer | None = None
         self._epm: RpcTcpServer | None = None
         self._expiry: asyncio.Task[None] | None = None
 
-    def _default_interface(self) -> WitnessInterfaceConfig:
-        host = self.config.host
-        if host in ("0.0.0.0", "", "::"):
-            host = "127.0.0.1"
-        if ":" in host:
-            return WitnessInterfaceConfig(self.netname, ipv6=host)
-        return WitnessInterfaceConfig(self.netname, ipv4=host)
+    def _default_interfaces(self) -> list[WitnessInterfaceConfig]:
+        """Standalone: this server's own addresses (given, else the listen
+        address, else the host's non-loopback addresses), all local."""
+        addrs = self._default_addresses or local_addresses(self.config.host)
+        node = self.config.node or LOCAL_NODE
+        return [
+            WitnessInterfaceConfig(self.netname, ipv6=a, node=node)
+            if ":" in a
+            else WitnessInterfaceConfig(self.netname, ipv4=a, node=node)
+            for a in addrs
+        ]
+
+    def is_local(self, i: WitnessInterfaceConfig) -> bool:
+        """Hosted where this witness runs (then not offered for registration)."""
+        if self.config.node:
+            return i.node == self.config.node
+        return i.node == LOCAL_NODE or self.config.is_local(i)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -150,14 +177,14 @@ class WitnessService:
         return list(self._interfaces)
 
     def set_interfaces(self, interfaces: Iterable[WitnessInterfaceConfig]) -> None:
-        self._interfaces = list(interfaces) or [self._default_interface()]
+        self._interfaces = list(interfaces) or self._default_interfaces()
         self._rpc.interfaces_changed()
 
     def update_interfaces(self, interfaces: Iterable[WitnessInterfaceConfig]) -> int:
         """Adopt a new interface list and notify what changed (see events.py):
         RESOURCE_CHANGE on availability flips, CLIENT_MOVE for addresses that
         moved node while available, IP_CHANGE for the rest.  Returns deliveries."""
-        new = list(interfaces) or [self._default_interface()]
+        new = list(interfaces) or self._default_interfaces()
         diff = diff_interfaces(self._interfaces, new)
         self._interfaces = new
         self._rpc.interfaces_changed()
