@@ -224,12 +224,19 @@ class OperatorEnv:
             raise AssertionError(f"{exc}\n{self.diagnose()}") from None
         return time.monotonic() - start
 
+    def wait(self, fn: Callable[[], T | None], timeout: float, what: str) -> T:
+        """wait_for, with this environment's state and operator log on failure."""
+        try:
+            return wait_for(fn, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.diagnose()}") from None
+
     def diagnose(self) -> str:
         """Conditions of every hasmb object that is not Ready, and the operator's log."""
         lines = []
         for kind in ("hapairs", "svms", "shares", "lifs"):
             for obj in self.list(kind):
-                if not ready(obj):
+                if not ready(obj) or kind in ("svms", "hapairs"):
                     lines.append(f"{kind}/{obj['metadata']['name']}: {obj.get('status')}")
         lines.append(self.kubectl("get", "pods,svc,leases", "-o", "wide"))
         lines.append("operator log:\n" + self.log_tail())
@@ -261,7 +268,7 @@ class OperatorEnv:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
-    def log_tail(self, lines: int = 60) -> str:
+    def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
@@ -405,3 +412,106 @@ def operator_env(
                 )
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
             cluster.kubectl("delete", "node", *nodes, "--wait=false", check=False)
+
+
+class ServingMonitor:
+    """Records every change to an SVM's pods, Lease and Services through watches and
+    replays them in etcd order (resourceVersion) to check the never-both-down rule
+    exactly: at every instant the owner's pod is Ready and each LIF selects a Ready pod.
+    """
+
+    KINDS = ("pods", "leases", "services")
+
+    def __init__(self, env: OperatorEnv, svm: str) -> None:
+        self.env = env
+        self.events: list[tuple[int, str, str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._procs: list[subprocess.Popen[str]] = []
+        self._threads: list[threading.Thread] = []
+        for kind in self.KINDS:
+            proc = env.cluster.kubectl_popen(
+                "-n",
+                env.namespace,
+                "get",
+                kind,
+                "-l",
+                f"hasmb.io/svm={svm}",
+                "-w",
+                "-o",
+                "json",
+                "--output-watch-events",
+            )
+            self._procs.append(proc)
+            t = threading.Thread(target=self._read, args=(kind, proc), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _read(self, kind: str, proc: subprocess.Popen[str]) -> None:
+        decoder = json.JSONDecoder()
+        buf = ""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            buf += line
+            while buf.strip():
+                try:
+                    event, end = decoder.raw_decode(buf.lstrip())
+                except json.JSONDecodeError:
+                    break
+                buf = buf.lstrip()[end:]
+                obj = event.get("object") or {}
+                rv = int(obj.get("metadata", {}).get("resourceVersion") or 0)
+                with self._lock:
+                    self.events.append((rv, kind, str(event.get("type")), obj))
+
+    def stop(self) -> None:
+        for proc in self._procs:
+            proc.terminate()
+        for proc in self._procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for t in self._threads:
+            t.join(timeout=10)
+
+    def violations(self) -> list[str]:
+        """Instants (in etcd order) at which the SVM or one of its LIFs had no Ready pod."""
+        pods: dict[str, dict[str, Any]] = {}
+        services: dict[str, dict[str, Any]] = {}
+        holder: str | None = None
+        bad: list[str] = []
+        with self._lock:
+            events = sorted(self.events, key=lambda e: e[0])
+        for rv, kind, etype, obj in events:
+            name = obj["metadata"]["name"]
+            if kind == "pods":
+                if etype == "DELETED":
+                    pods.pop(name, None)
+                else:
+                    pods[name] = obj
+            elif kind == "services":
+                if etype == "DELETED":
+                    services.pop(name, None)
+                else:
+                    services[name] = obj
+            else:
+                holder = None if etype == "DELETED" else obj["spec"].get("holderIdentity")
+
+            def serving(node: str | None) -> bool:
+                return any(
+                    p["spec"].get("nodeName") == node
+                    and not p["metadata"].get("deletionTimestamp")
+                    and ready(p)
+                    for p in pods.values()
+                )
+
+            if holder is not None and not serving(holder):
+                bad.append(f"rv {rv}: owner {holder} has no Ready pod")
+            for svc in services.values():
+                node = svc["spec"]["selector"].get("hasmb.io/node")
+                if not serving(node):
+                    bad.append(
+                        f"rv {rv}: Service {svc['metadata']['name']} selects {node}: no Ready pod"
+                    )
+        return bad

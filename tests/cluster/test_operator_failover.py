@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.operator_harness import OperatorEnv, condition, operator_env, wait_for
+from tests.cluster.operator_harness import OperatorEnv, condition, operator_env
 from tests.support.cluster import KubeCluster
 
 
@@ -25,10 +25,10 @@ def _owner_is(env: OperatorEnv, node: str, epoch: int) -> bool:
 
 def _wait_home(env: OperatorEnv) -> int:
     a = env.nodes[0]
-    wait_for(
+    env.wait(
         lambda: env.lease("svm1")[0] == a and env.selector_node("svm1-lif-a") == a, 30, "svm1 home"
     )
-    wait_for(lambda: len(env.svm_pods("svm1")) == 2, 30, "both pods")
+    env.wait(lambda: len(env.svm_pods("svm1")) == 2, 30, "both pods")
     return env.lease("svm1")[1]
 
 
@@ -36,7 +36,7 @@ def test_deleting_the_serving_pod_triggers_takeover_then_giveback(env: OperatorE
     a, b = env.nodes
     epoch = _wait_home(env)
     env.kubectl("delete", "pod", f"svm1-{a}", "--wait=false")
-    wait_for(lambda: _owner_is(env, b, epoch + 1), 5, "takeover by the partner")
+    env.wait(lambda: _owner_is(env, b, epoch + 1), 5, "takeover by the partner")
     assert env.selector_node("svm1-lif-b") == b
     svm = env.get("svm", "svm1")
     assert svm["status"]["currentNode"] == b and svm["status"]["epoch"] == epoch + 1
@@ -48,7 +48,7 @@ def test_deleting_the_serving_pod_triggers_takeover_then_giveback(env: OperatorE
     assert lif["status"]["currentNode"] == b and lif["status"]["state"] == "FailedOver"
     assert "Takeover" in env.events("svm1") and "FailedOver" in env.events("svm1-lif-a")
     # autoGiveback (5 s of health) brings ownership and the LIF home.
-    wait_for(lambda: _owner_is(env, a, epoch + 2), 30, "giveback")
+    env.wait(lambda: _owner_is(env, a, epoch + 2), 30, "giveback")
     svm = env.get("svm", "svm1")
     assert svm["status"]["lastGiveback"]["to"] == a
     assert svm["status"]["lastGiveback"]["durationSeconds"] < 5
@@ -60,11 +60,11 @@ def test_a_dead_container_triggers_takeover(env: OperatorEnv) -> None:
     a, b = env.nodes
     epoch = _wait_home(env)
     env.set_pod_ready(f"svm1-{a}", False)
-    wait_for(lambda: _owner_is(env, b, epoch + 1), 5, "takeover after readiness loss")
+    env.wait(lambda: _owner_is(env, b, epoch + 1), 5, "takeover after readiness loss")
     degraded = condition(env.get("svm", "svm1"), "Degraded")
     assert degraded["status"] == "True" and a in degraded["message"]
     env.set_pod_ready(f"svm1-{a}", True)
-    wait_for(lambda: _owner_is(env, a, epoch + 2), 30, "giveback after recovery")
+    env.wait(lambda: _owner_is(env, a, epoch + 2), 30, "giveback after recovery")
 
 
 def test_node_not_ready_triggers_takeover_of_the_node(env: OperatorEnv) -> None:
@@ -72,8 +72,8 @@ def test_node_not_ready_triggers_takeover_of_the_node(env: OperatorEnv) -> None:
     epoch = _wait_home(env)
     env.set_node_ready(a, False)
     try:
-        wait_for(lambda: _owner_is(env, b, epoch + 1), 10, "takeover of the NotReady node")
-        pair = wait_for(
+        env.wait(lambda: _owner_is(env, b, epoch + 1), 10, "takeover of the NotReady node")
+        pair = env.wait(
             lambda: (p := env.get("hapair", "pair1"))["status"].get("state") == "TakenOver" and p,
             10,
             "pair TakenOver",
@@ -85,12 +85,12 @@ def test_node_not_ready_triggers_takeover_of_the_node(env: OperatorEnv) -> None:
     finally:
         env.set_node_ready(a, True)
     # kube-controller-manager marked the pod NotReady with its node; its kubelet would re-probe.
-    wait_for(
+    env.wait(
         lambda: condition(env.get("node", a), "Ready").get("status") == "True", 30, "node Ready"
     )
     env.set_pod_ready(f"svm1-{a}", True)
-    wait_for(lambda: _owner_is(env, a, epoch + 2), 30, "giveback to the recovered node")
-    pair = wait_for(
+    env.wait(lambda: _owner_is(env, a, epoch + 2), 30, "giveback to the recovered node")
+    pair = env.wait(
         lambda: (p := env.get("hapair", "pair1"))["status"].get("state") == "Normal" and p,
         10,
         "Normal",
@@ -105,19 +105,19 @@ def test_without_auto_giveback_the_takeover_holds_until_giveback(env: OperatorEn
     env.kubectl("patch", "hapair", "pair1", "--type=merge", "-p", '{"spec":{"autoGiveback":false}}')
     try:
         env.kubectl("delete", "pod", f"svm1-{a}", "--wait=false")
-        wait_for(lambda: _owner_is(env, b, epoch + 1), 5, "takeover")
-        pair = wait_for(
+        env.wait(lambda: _owner_is(env, b, epoch + 1), 5, "takeover")
+        pair = env.wait(
             lambda: (p := env.get("hapair", "pair1"))["spec"].get("takeover") == a and p, 5, "held"
         )
         assert "TakeoverHeld" in env.events("pair1")
-        wait_for(lambda: len(env.svm_pods("svm1")) == 2, 10, "replacement pod")
+        env.wait(lambda: len(env.svm_pods("svm1")) == 2, 10, "replacement pod")
         # Observe past the giveback delay: ownership must stay with the partner.
         delay = pair["spec"]["autoGivebackDelaySeconds"]
         with pytest.raises(AssertionError):
-            wait_for(lambda: env.lease("svm1")[0] == a, delay + 2, "no automatic giveback")
+            env.wait(lambda: env.lease("svm1")[0] == a, delay + 2, "no automatic giveback")
         out = env.plugin("--wait", "30", "giveback", a)
         assert out.returncode == 0, out.stderr
-        wait_for(lambda: _owner_is(env, a, epoch + 2), 10, "giveback by the plugin")
+        env.wait(lambda: _owner_is(env, a, epoch + 2), 10, "giveback by the plugin")
     finally:
         env.kubectl(
             "patch", "hapair", "pair1", "--type=merge", "-p", '{"spec":{"autoGiveback":true}}'

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.operator_harness import OperatorEnv, condition, operator_env, wait_for
+from tests.cluster.operator_harness import OperatorEnv, condition, operator_env
 from tests.support.cluster import KubeCluster
 
 INVALID = Path(__file__).resolve().parent / "invalid"
@@ -44,10 +44,10 @@ def test_unknown_node_is_reported_in_status(env: OperatorEnv) -> None:
         ready = condition(env.get(kind, name), "Ready")
         return ready if ready.get("reason") == "NodeNotFound" else None
 
-    pair = wait_for(lambda: reported("hapair", "ghost-pair"), 15, "HAPair NodeNotFound")
+    pair = env.wait(lambda: reported("hapair", "ghost-pair"), 15, "HAPair NodeNotFound")
     assert pair["status"] == "False"
     assert "node 'no-such-node-xyz' does not exist" in pair["message"]
-    svm = wait_for(lambda: reported("svm", "ghost-svm"), 15, "SVM NodeNotFound")
+    svm = env.wait(lambda: reported("svm", "ghost-svm"), 15, "SVM NodeNotFound")
     assert "no-such-node-xyz" in svm["message"]
     assert env.get("hapair", "ghost-pair")["status"]["state"] == "Invalid"
     assert not env.list("pods", "hasmb.io/svm=ghost-svm")
@@ -65,7 +65,7 @@ def test_lif_ip_clash_is_reported_in_status(env: OperatorEnv) -> None:
         ready = condition(env.get("lif", "clash-lif"), "Ready")
         return ready if ready.get("reason") == "IPConflict" else None
 
-    ready = wait_for(clash, 15, "LIF IPConflict")
+    ready = env.wait(clash, 15, "LIF IPConflict")
     assert f"spec.ip {taken} is already used by LIF svm1-lif-a" in ready["message"]
     # The holder is unaffected and no Service was made for the loser.
     assert condition(env.get("lif", "svm1-lif-a"), "Ready")["status"] == "True"

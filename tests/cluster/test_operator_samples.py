@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.operator_harness import OperatorEnv, operator_env, ready, wait_for
+from tests.cluster.operator_harness import OperatorEnv, operator_env, ready
 from tests.support.cluster import KubeCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,22 +116,22 @@ def test_share_change_reaches_config_without_restarting_pods(env: OperatorEnv) -
         config = yaml.safe_load(env.get("configmap", "svm1-config")["data"]["hasmb-smbd.yaml"])
         return any(s["name"] == "sql" and s["path"] == "/export/sql/data" for s in config["shares"])
 
-    wait_for(rendered, 10, "the new share in the ConfigMap")
-    wait_for(lambda: ready(env.get("share", "sql")), 10, "share sql Ready")
+    env.wait(rendered, 10, "the new share in the ConfigMap")
+    env.wait(lambda: ready(env.get("share", "sql")), 10, "share sql Ready")
     env.kubectl("patch", "share", "scratch", "--type=merge", "-p", '{"spec":{"readOnly":true}}')
 
     def read_only() -> bool:
         config = yaml.safe_load(env.get("configmap", "svm1-config")["data"]["hasmb-smbd.yaml"])
         return any(s["name"] == "scratch" and s["readOnly"] for s in config["shares"])
 
-    wait_for(read_only, 10, "scratch read-only in the ConfigMap")
+    env.wait(read_only, 10, "scratch read-only in the ConfigMap")
     assert {n: p["metadata"]["uid"] for n, p in env.svm_pods("svm1").items()} == uids
 
 
 def test_deleting_the_svm_removes_what_it_created(env: OperatorEnv) -> None:
     env.kubectl("delete", "svm", "svm1", "--timeout=30s")
     for kind in ("pods", "services", "configmaps", "leases"):
-        wait_for(
+        env.wait(
             lambda kind=kind: not env.list(kind, "hasmb.io/svm=svm1"), 30, f"{kind} of svm1 gone"
         )
 
@@ -142,4 +142,4 @@ def test_deleting_the_svm_removes_what_it_created(env: OperatorEnv) -> None:
         }
         return cond.get("Ready", {}).get("reason") == "SVMNotFound"
 
-    wait_for(lif_says_why, 10, "LIF reports SVMNotFound")
+    env.wait(lif_says_why, 10, "LIF reports SVMNotFound")

@@ -118,8 +118,10 @@ def test_lif_follows_migrate_revert_and_failover() -> None:
     failed = decide_lif(down, A, None, A, B)
     assert (failed.node, failed.state) == (B, "FailedOver")
     recovering = view(pod_facts={A: replace(SERVING, ready_since=99.0), B: SERVING})
-    waiting = decide_lif(recovering, A, None, B, B)
+    waiting = decide_lif(recovering, A, None, B, B, "FailedOver")
     assert waiting.node == B and waiting.requeue_after is not None
+    # A planned move (here: migrated, then reverted) does not wait for stability.
+    assert decide_lif(recovering, A, None, B, B, "Migrated").node == A
     assert decide_lif(view(takeover=A), A, None, A, B).node == B
     both_down = view(node_facts={A: DOWN, B: DOWN})
     assert decide_lif(both_down, A, None, A, A).state == "Down"
@@ -145,7 +147,7 @@ def _run_upgrade(auto_giveback: bool) -> list[tuple[str | None, str | None, list
         if d.owner is not None:
             holder, reason = d.owner, d.reason
         for name, home in homes.items():
-            lifs[name] = decide_lif(v, home, None, lifs[name], holder).node
+            lifs[name] = decide_lif(v, home, None, lifs[name], holder, "Home").node
         acts = pod_actions(v, holder, list(lifs.values()))
         # Invariant: the owner always serves.
         assert holder is not None and v.serving(holder)

@@ -34,8 +34,14 @@ def summarise(
     pair: HAPair,
     node_ok: dict[str, bool],
     svms: list[tuple[SVM, str | None]],
+    owners: dict[str, str | None] | None = None,
 ) -> PairSummary:
-    """Pure: the pair's state from node health and SVM owners (svm, lease holder)."""
+    """Pure: the pair's state from node health and SVMs.
+
+    `svms`: (svm, owner once settled -- None while it is still moving);
+    `owners`: svm name -> Lease holder right now, for the per-node counts.
+    """
+    owners = owners if owners is not None else {s.meta.name: h for s, h in svms}
     a, b = pair.nodes[0], pair.nodes[1]
     taken = ""
     planned = False
@@ -47,7 +53,7 @@ def summarise(
                 taken = node
     nodes = []
     for node in (a, b):
-        owned = sum(1 for _, holder in svms if holder == node)
+        owned = sum(1 for holder in owners.values() if holder == node)
         home = sum(1 for svm, _ in svms if svm.preferred_node() == node)
         state = "TakenOver" if node == taken else ("Up" if node_ok[node] else "Down")
         nodes.append(
@@ -89,13 +95,19 @@ async def reconcile_pair(rt: Runtime, namespace: str, name: str) -> float | None
 
     node_ok = {n: _node_ok(store.get("Node", "", n)) for n in pair.nodes}
     svms: list[tuple[SVM, str | None]] = []
+    owners: dict[str, str | None] = {}
     for svm_body in store.all("SVM", namespace):
         svm = SVM.from_body(svm_body)
         if svm.pair != name or (svm_body.get("metadata") or {}).get("deletionTimestamp"):
             continue
         lease = store.get("Lease", namespace, svm.lease_name)
-        svms.append((svm, render.read_ownership(lease).holder))
-    summary = summarise(pair, node_ok, svms)
+        holder = render.read_ownership(lease).holder
+        # Settled only once the SVM's own reconcile has moved its LIFs and reported.
+        st = svm_body.get("status") or {}
+        settled = st.get("currentNode") == holder
+        svms.append((svm, holder if settled else None))
+        owners[svm.meta.name] = holder
+    summary = summarise(pair, node_ok, svms, owners)
 
     now = rt.clock()
     status: dict[str, Any] = {

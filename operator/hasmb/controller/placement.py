@@ -207,8 +207,14 @@ def decide_lif(
     migrate_to: str | None,
     current: str | None,
     owner: str | None,
+    current_state: str | None = None,
 ) -> LifDecision:
-    """The node whose pod a LIF's Service should select now (`current`: selected now)."""
+    """The node whose pod a LIF's Service should select now.
+
+    `current`/`current_state`: where the Service points now and why (its annotation).
+    Only a LIF that failed over waits for its node to be stable before it reverts;
+    planned moves (migrate, takeover, upgrade) go back at once.
+    """
     want = migrate_to or home
     if view.takeover == want or view.draining(want, owner):
         want = view.partner(want)
@@ -217,6 +223,7 @@ def decide_lif(
     if view.serving(want):
         reverting = (
             current == other
+            and current_state == "FailedOver"
             and view.serving(other)
             and view.takeover != other
             and not view.draining(other, owner)

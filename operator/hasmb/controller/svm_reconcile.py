@@ -205,7 +205,12 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
             lif_states.append((lif_body, lif, lif_errors, None, svc))
             continue
         current = ((svc or {}).get("spec") or {}).get("selector", {}).get(render.LABEL_NODE)
-        lif_decision = decide_lif(view, lif.home_node, lif.migrate_to, current, owner)
+        current_state = (
+            ((svc or {}).get("metadata") or {}).get("annotations", {}).get(render.ANN_LIF_STATE)
+        )
+        lif_decision = decide_lif(
+            view, lif.home_node, lif.migrate_to, current, owner, current_state
+        )
         if lif_decision.requeue_after is not None:
             requeues.append(lif_decision.requeue_after)
         if svc is None:
