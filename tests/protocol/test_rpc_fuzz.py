@@ -119,6 +119,11 @@ async def test_fuzz_and_bad_input_never_disturb_other_clients() -> None:
         handle = await good.register(NETNAME, ip, "GOOD")
         pending = asyncio.create_task(good.async_notify(handle))
 
+        # A peer that stalls mid-PDU (slowloris) holds only its own connection.
+        _stall_r, stall_w = await asyncio.open_connection(ip, port)
+        stall_w.write(_bind()[:10])
+        await stall_w.drain()
+
         start = time.monotonic()
         for case in _mutations(rnd):
             for pdu in await _exchange(port, ip, case):
@@ -193,6 +198,7 @@ async def test_fuzz_and_bad_input_never_disturb_other_clients() -> None:
         latency = time.monotonic() - t0
         await good.unregister(handle)
         good.close()
+        stall_w.close()
         print(
             f"{CASES} fuzz cases in {fuzz_time:.2f} s; notification after fuzz in "
             f"{latency * 1000:.1f} ms"
