@@ -73,7 +73,7 @@ class Registration:
         self.waiter.set()
 
 
-def _same_ip(a: str, b: str) -> bool:
+def same_ip(a: str, b: str) -> bool:
     try:
         return ipaddress.ip_address(a) == ipaddress.ip_address(b)
     except ValueError:
@@ -246,7 +246,7 @@ class WitnessRegistry:
         ip_list = list(ips) if ips is not None else None
         out = []
         for r in self._regs.values():
-            if ip_list is not None and not any(_same_ip(r.ip_address, i) for i in ip_list):
+            if ip_list is not None and not any(same_ip(r.ip_address, i) for i in ip_list):
                 continue
             if share is not None and (r.share_name or "").lower() != share.lower():
                 continue

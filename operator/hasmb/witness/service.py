@@ -22,7 +22,9 @@ them on the service's event loop (from another thread use
 the YAML `witness:` mapping or from hasmb.smb.config's witness dataclass.
 `port` / `epm_port` give the bound ports (useful with port 0 in tests).
 Standalone, with no `interfaces` configured, the service answers for
-`netname` at its own listen address.
+`netname` at `default_addresses` (hasmb-smbd passes its SMB address), else its
+listen address, else the host's addresses -- all local, so none is offered for
+registration (MS-SWN: the witness must run where the failure is not).
 
 Registrations live until UnRegister, until their RPC connection closes
 (context handle rundown), or until `registration_timeout` seconds pass
@@ -52,7 +54,7 @@ from hasmb.witness.messages import (
     move,
     resource_change,
 )
-from hasmb.witness.registry import WitnessRegistry, _same_ip
+from hasmb.witness.registry import WitnessRegistry, same_ip
 from hasmb.witness.rpc import WitnessRpcInterface
 
 log = logging.getLogger(__name__)
@@ -202,9 +204,7 @@ class WitnessService:
         """A LIF became (un)available: RESOURCE_CHANGE to clients registered on it."""
         state = "available" if available else "unavailable"
         self._interfaces = [
-            dataclasses.replace(i, state=state)
-            if any(_same_ip(ip, a) for a in i.addresses())
-            else i
+            dataclasses.replace(i, state=state) if any(same_ip(ip, a) for a in i.addresses()) else i
             for i in self._interfaces
         ]
         self._rpc.interfaces_changed()
