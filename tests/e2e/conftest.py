@@ -21,7 +21,7 @@ def real_cluster(kube_cluster: KubeCluster) -> Iterator[RealCluster]:
 
 @pytest.fixture
 def e2e_namespace(real_cluster: RealCluster) -> Iterator[str]:
-    """A fresh namespace, deleted (with its pods) at the end."""
+    """A fresh namespace, deleted (with its pods) after the test."""
     kube = real_cluster.kube
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     kube.kubectl("create", "namespace", name)
@@ -30,5 +30,5 @@ def e2e_namespace(real_cluster: RealCluster) -> Iterator[str]:
         lambda: kube.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
     )
     yield name
+    # Not waited for: the namespace controller finishes while the next test runs.
     kube.kubectl("delete", "namespace", name, "--wait=false")
-    kube.kubectl("wait", "--for=delete", f"namespace/{name}", "--timeout=120s", check=False)
