@@ -124,9 +124,12 @@ def test_lease_break_on_second_open(smbd: SmbdProcess) -> None:
     with connect(smbd) as a, connect(smbd) as b:
         fa = Open(a.tree, "leased.bin")
         resp = fa.create(
-            ImpersonationLevel.Impersonation, 0x0012019F, FileAttributes.FILE_ATTRIBUTE_NORMAL,
+            ImpersonationLevel.Impersonation,
+            0x0012019F,
+            FileAttributes.FILE_ATTRIBUTE_NORMAL,
             ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
-            CreateDisposition.FILE_OVERWRITE_IF, 0,
+            CreateDisposition.FILE_OVERWRITE_IF,
+            0,
             oplock_level=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_LEASE,
             create_contexts=[_lease_ctx(os.urandom(16), rwh)],
         )
@@ -139,10 +142,12 @@ def test_lease_break_on_second_open(smbd: SmbdProcess) -> None:
 
         def second_open() -> None:
             try:
-                result["open"] = b.open("leased.bin", access=0x00120089,
-                                        share=ShareAccess.FILE_SHARE_READ
-                                        | ShareAccess.FILE_SHARE_WRITE,
-                                        disposition=CreateDisposition.FILE_OPEN)
+                result["open"] = b.open(
+                    "leased.bin",
+                    access=0x00120089,
+                    share=ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+                    disposition=CreateDisposition.FILE_OPEN,
+                )
             except Exception as exc:  # surfaced below
                 result["error"] = exc
             opened.set()

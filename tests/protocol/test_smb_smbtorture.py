@@ -25,9 +25,19 @@ REQUIRED = [
 @pytest.mark.parametrize("test", REQUIRED)
 def test_smbtorture(smbd: SmbdProcess, test: str) -> None:
     r = subprocess.run(
-        ["smbtorture", "//127.0.0.1/data", "-p", str(smbd.port), "-U",
-         f"{smbd.user}%{smbd.password}", test],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            "smbtorture",
+            "//127.0.0.1/data",
+            "-p",
+            str(smbd.port),
+            "-U",
+            f"{smbd.user}%{smbd.password}",
+            test,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     name = test.rsplit(".", 1)[-1]
     assert f"success: {name}" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]

@@ -565,12 +565,7 @@ async def close_open(
         except Exception:
             log.exception("pipe close failed")
     node = op.node
-    if op.fd >= 0:
-        try:
-            os.close(op.fd)
-        except OSError:
-            pass
-        op.fd = -1
+    op.release_fd()  # deferred to the end of in-flight I/O if there is any
     if node is not None and op.delete_on_close:
         node.delete_pending = True
     server.state.remove_open(op)

@@ -80,10 +80,11 @@ async def handle_read(req: Request) -> bytes:
             raise SmbError(Status.END_OF_FILE)
         return _READ_RESP.pack(17, 80, 0, 0, 0, 0)
     try:
-        if length > THREAD_THRESHOLD:
-            data = await asyncio.to_thread(os.pread, op.fd, length, offset)
-        else:
-            data = os.pread(op.fd, length, offset)
+        with op.io() as fd:
+            if length > THREAD_THRESHOLD:
+                data = await asyncio.to_thread(os.pread, fd, length, offset)
+            else:
+                data = os.pread(fd, length, offset)
     except OSError as exc:
         raise SmbError(errno_to_status(exc)) from exc
     if not data or len(data) < min_count:
@@ -113,6 +114,8 @@ async def handle_write(req: Request) -> bytes:
         raise SmbError(Status.INVALID_DEVICE_REQUEST)
     if not op.granted_access & (FILE_WRITE_DATA | FILE_APPEND_DATA):
         raise SmbError(Status.ACCESS_DENIED)
+    if op.fd < 0:
+        raise SmbError(Status.FILE_CLOSED)
     if offset == APPEND_OFFSET:
         offset = os.fstat(op.fd).st_size
     elif not op.granted_access & FILE_WRITE_DATA:
@@ -122,10 +125,11 @@ async def handle_write(req: Request) -> bytes:
     check_lock_conflict(op, offset, length, write=True)
     sync = bool(flags & WRITEFLAG_WRITE_THROUGH or op.create_options & FILE_WRITE_THROUGH)
     try:
-        if length > THREAD_THRESHOLD or sync:
-            written = await asyncio.to_thread(_pwrite, op.fd, data, offset, sync)
-        else:
-            written = os.pwrite(op.fd, data, offset)
+        with op.io() as fd:
+            if length > THREAD_THRESHOLD or sync:
+                written = await asyncio.to_thread(_pwrite, fd, data, offset, sync)
+            else:
+                written = os.pwrite(fd, data, offset)
     except OSError as exc:
         raise SmbError(errno_to_status(exc)) from exc
     op.position = offset + written
@@ -156,7 +160,8 @@ async def handle_flush(req: Request) -> bytes:
         raise SmbError(Status.ACCESS_DENIED)
     if op.fd >= 0:
         try:
-            await asyncio.to_thread(os.fsync, op.fd)
+            with op.io() as fd:
+                await asyncio.to_thread(os.fsync, fd)
         except OSError as exc:
             raise SmbError(errno_to_status(exc)) from exc
     return struct.pack("<HH", 4, 0)

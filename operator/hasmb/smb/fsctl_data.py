@@ -133,9 +133,8 @@ async def copychunk(req: Request, op: Open | None, data: bytes, max_out: int) ->
             check_lock_conflict(source, src_off, length, write=False)
             check_lock_conflict(target, dst_off, length, write=True)
             try:
-                n = await asyncio.to_thread(
-                    _copy, source.fd, target.fd, src_off, dst_off, length
-                )
+                with source.io() as sfd, target.io() as tfd:
+                    n = await asyncio.to_thread(_copy, sfd, tfd, src_off, dst_off, length)
             except OSError as exc:
                 raise SmbError(errno_to_status(exc)) from exc
             if n < length:
@@ -214,7 +213,8 @@ async def set_zero_data(req: Request, op: Open | None, data: bytes, max_out: int
         raise SmbError(Status.ACCESS_DENIED)
     check_lock_conflict(f, offset, beyond - offset, write=True)
     try:
-        await asyncio.to_thread(_zero_range, f.fd, offset, beyond)
+        with f.io() as fd:
+            await asyncio.to_thread(_zero_range, fd, offset, beyond)
     except OSError as exc:
         raise SmbError(errno_to_status(exc)) from exc
     return b""
@@ -257,7 +257,11 @@ async def query_allocated_ranges(req: Request, op: Open | None, data: bytes, max
     if not f.granted_access & FILE_READ_DATA:
         raise SmbError(Status.ACCESS_DENIED)
     sparse = bool(stat_meta(f.host_path).attributes & ATTR_SPARSE_FILE)
-    ranges = await asyncio.to_thread(_allocated, f.fd, offset, length, sparse)
+    try:
+        with f.io() as fd:
+            ranges = await asyncio.to_thread(_allocated, fd, offset, length, sparse)
+    except OSError as exc:
+        raise SmbError(errno_to_status(exc)) from exc
     if ranges and max_out < 16:
         raise SmbError(Status.BUFFER_TOO_SMALL)
     fit = max_out // 16

@@ -205,6 +205,15 @@ class ConnectionHandler:
             target.cancel()
 
     async def process(self, messages: list[tuple[Header, bytes]], encrypted: bool) -> None:
+        try:
+            await self._process(messages, encrypted)
+        except MalformedPacket as exc:
+            # MS-SMB2 demands a disconnect for some protocol violations (e.g. a failed
+            # validate-negotiate, a second NEGOTIATE)
+            log.warning("%s: protocol violation (%s), disconnecting", self.conn.peer, exc)
+            self.writer.close()
+
+    async def _process(self, messages: list[tuple[Header, bytes]], encrypted: bool) -> None:
         compound = CompoundState()
         out: list[tuple[Request, bytes]] = []
         for i, (h, msg) in enumerate(messages):

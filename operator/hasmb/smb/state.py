@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -160,6 +161,33 @@ class Open:
     mode: int = 0
     closed: bool = False
     notify_watch: Any = None  # hasmb.smb.notify.Watch once CHANGE_NOTIFY was issued
+
+    inflight: int = 0
+
+    @contextmanager
+    def io(self) -> Iterator[int]:
+        """The fd, kept open until this I/O ends even if a CLOSE arrives meanwhile
+        (requests run concurrently; a reused fd number must never be written)."""
+        from hasmb.smb.constants import Status
+        from hasmb.smb.errors import SmbError
+
+        if self.fd < 0 or self.closed:
+            raise SmbError(Status.FILE_CLOSED)
+        self.inflight += 1
+        try:
+            yield self.fd
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0 and self.closed:
+                self.release_fd()
+
+    def release_fd(self) -> None:
+        if self.fd >= 0 and self.inflight == 0:
+            fd, self.fd = self.fd, -1
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     @property
     def file_id(self) -> bytes:
