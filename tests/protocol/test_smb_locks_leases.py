@@ -156,7 +156,7 @@ def test_lease_break_on_second_open(smbd: SmbdProcess) -> None:
         t.start()
         assert brk.response_event.wait(10), "no lease break reached the first client"
         body = brk.response["data"].get_value()
-        size, epoch, flags, key, current, new = struct.unpack_from("<HHI16sII", body)
+        size, _epoch, flags, _key, current, new = struct.unpack_from("<HHI16sII", body)
         assert size == 44
         assert current == rwh
         assert new & 0x4 == 0  # write caching is revoked

@@ -378,6 +378,10 @@ async def _open_pipe(req: Request, tree: TreeConnect, p: CreateParams) -> Open:
     )
 
 
+def _exists(host: str) -> bool:
+    return os.path.exists(host)
+
+
 def _parent_exists(host: str) -> bool:
     return os.path.isdir(os.path.dirname(host))
 
@@ -475,7 +479,7 @@ async def open_file(req: Request, tree: TreeConnect, p: CreateParams) -> tuple[O
     await oplock.break_for_open(req, node, access, p)
     if node.opens or server.state.files.get(key) is not node:
         # the break may have let holders close (and delete) the file meanwhile
-        if not os.path.exists(host):
+        if not _exists(host):
             raise SmbError(Status.OBJECT_NAME_NOT_FOUND)
         node = server.state.node_for(key, host)
     if node.delete_pending and action != FILE_CREATED:

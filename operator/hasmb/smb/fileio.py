@@ -90,7 +90,8 @@ async def handle_read(req: Request) -> bytes:
     if not data or len(data) < min_count:
         raise SmbError(Status.END_OF_FILE)
     op.position = offset + len(data)
-    return _READ_RESP.pack(17, 80, 0, len(data), 0, 0) + data
+    req.tail = data
+    return _READ_RESP.pack(17, 80, 0, len(data), 0, 0)
 
 
 async def handle_write(req: Request) -> bytes:
@@ -99,14 +100,14 @@ async def handle_write(req: Request) -> bytes:
         _WRITE_REQ
     )
     op = req.lookup_open(file_id)
-    data = req.buffer(data_off, length)
-    if len(data) != length:
+    if length and (data_off < 64 or data_off + length > len(req.msg)):
         raise SmbError(Status.INVALID_PARAMETER)
+    data = memoryview(req.msg)[data_off : data_off + length]
     if length > req.conn.max_write:
         raise SmbError(Status.INVALID_PARAMETER)
     if op.pipe is not None:
         try:
-            await op.pipe.write(data)
+            await op.pipe.write(bytes(data))
         except Exception as exc:  # hasmb.rpc.pipes.PipeError: not DCE/RPC
             raise SmbError(Status.PIPE_BROKEN) from exc
         return _WRITE_RESP.pack(17, 0, length, 0, 0, 0)
@@ -143,7 +144,7 @@ async def handle_write(req: Request) -> bytes:
     return _WRITE_RESP.pack(17, 0, written, 0, 0, 0)
 
 
-def _pwrite(fd: int, data: bytes, offset: int, sync: bool) -> int:
+def _pwrite(fd: int, data: memoryview, offset: int, sync: bool) -> int:
     n = os.pwrite(fd, data, offset)
     if sync:
         os.fdatasync(fd)

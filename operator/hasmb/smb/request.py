@@ -88,6 +88,8 @@ class Request:
     on_response: Callable[[bytes], None] | None = None
     async_id: int = 0
     credits_granted: int = 0
+    # bulk payload sent after the body without copying (READ data); part of the message
+    tail: bytes = b""
     _cancel: asyncio.Future[None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 

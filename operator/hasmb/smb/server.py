@@ -125,7 +125,11 @@ class ConnectionHandler:
     def send(self, data: bytes) -> None:
         if self.conn.closed or self.writer.is_closing():
             return
-        self.writer.write(struct.pack(">I", len(data)) + data)
+        if len(data) > 65536:
+            self.writer.write(struct.pack(">I", len(data)))  # avoid copying bulk payloads
+            self.writer.write(data)
+        else:
+            self.writer.write(struct.pack(">I", len(data)) + data)
 
     async def run(self) -> None:
         try:
@@ -247,10 +251,25 @@ class ConnectionHandler:
 
     def flush(self, responses: list[tuple[Request, bytes]]) -> None:
         """Build, sign, chain and (if needed) encrypt responses; send as one frame."""
+        if len(responses) == 1:
+            req, body = responses[0]
+            if (
+                req.tail
+                and req.on_response is None
+                and not self.server.should_encrypt(req)
+                and not self.server.needs_signature(req)
+            ):
+                # bulk READ data goes out without being copied into the message
+                msg = self.server.build_response(req, body)
+                if self.conn.closed or self.writer.is_closing():
+                    return
+                self.writer.write(struct.pack(">I", len(msg) + len(req.tail)) + msg)
+                self.writer.write(req.tail)
+                return
         parts: list[bytearray] = []
         enc_session: Session | None = None
         for idx, (req, body) in enumerate(responses):
-            msg = self.server.build_response(req, body)
+            msg = self.server.build_response(req, body + req.tail if req.tail else body)
             last = idx == len(responses) - 1
             if not last:
                 pad = (-len(msg)) % 8
@@ -288,7 +307,7 @@ def split_compound(packet: bytes) -> list[tuple[Header, bytes]]:
             out.append((h, packet[offset : offset + h.next_command]))
             offset += h.next_command
         else:
-            out.append((h, packet[offset:]))
+            out.append((h, packet[offset:] if offset else packet))
             return out
         if len(out) > 512:
             raise MalformedPacket("compound too long")
@@ -502,18 +521,22 @@ class SmbServer:
             return False
         return req.encrypted or s.encrypt_data
 
-    def maybe_sign(self, req: Request, msg: bytearray) -> None:
+    def needs_signature(self, req: Request) -> bool:
         s = req.session
         if s is None or s.keys is None or not s.keys.signing or self.should_encrypt(req):
-            return
+            return False
         if s.anonymous or s.guest:
-            return
+            return False
         if not (
             req.sign_response
             or (s.valid and (req.header.flags & FLAGS_SIGNED or s.signing_required))
         ):
-            return
-        if req.status == Status.PENDING and not req.async_id:
+            return False
+        return not (req.status == Status.PENDING and not req.async_id)
+
+    def maybe_sign(self, req: Request, msg: bytearray) -> None:
+        s = req.session
+        if s is None or s.keys is None or not self.needs_signature(req):
             return
         flags = int.from_bytes(msg[16:20], "little") | FLAGS_SIGNED
         struct.pack_into("<I", msg, 16, flags)
