@@ -79,7 +79,7 @@ def resolve(root: str, parts: list[str]) -> str:
     # A dangling final symlink would let a create follow it outside the share.
     if os.path.islink(host) and not os.path.exists(host):
         raise SmbError(Status.ACCESS_DENIED, "dangling symlink")
-    return real if os.path.exists(real) else host
+    return real
 
 
 def smb_name(parts: list[str]) -> str:
