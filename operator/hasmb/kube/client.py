@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -155,6 +156,39 @@ class KubeClient:
         data = await self.request("GET", res.path(namespace), query=query)
         items: list[dict[str, Any]] = data.get("items") or []
         return items
+
+    async def watch(
+        self,
+        res: Resource,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        resource_version: str | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield watch events ({type, object}) until the server ends the stream."""
+        query = [("watch", "1"), ("allowWatchBookmarks", "false")]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        resp = await self._api.call_api(
+            res.path(namespace),
+            "GET",
+            query_params=query,
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+        )
+        try:
+            if not 200 <= int(resp.status) <= 299:
+                raise ApiError(
+                    int(resp.status), str(resp.reason), (await resp.read())[:300].decode()
+                )
+            async for line in resp.content:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            resp.release()
 
     async def create(self, res: Resource, body: dict[str, Any]) -> dict[str, Any]:
         namespace = (body.get("metadata") or {}).get("namespace")
