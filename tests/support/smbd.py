@@ -47,7 +47,7 @@ def start_smbd(
     *,
     extra: list[str] | None = None,
     users: dict[str, str] | None = None,
-    timeout: float = 20.0,
+    timeout: float = 60.0,
 ) -> SmbdProcess:
     """`shares` maps NAME to a flag value suffix: "" for a plain share, ":ca" for CA."""
     workdir.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import socket
 import sys
 
+from hasmb.handles import StoreError
 from hasmb.smb.config import (
     ConfigError,
     SmbdConfig,
@@ -33,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users-dir", help="directory of files named after users holding passwords")
     p.add_argument("--netname", help="NetBIOS/DNS name of the server")
     p.add_argument("--state", help="handle-state store: file:DIR | configmap:NS/NAME | etcd:URL")
+    p.add_argument("--owner-epoch", type=int, help="take the store at this epoch (default: +1)")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to drain on SIGTERM")
     return p
@@ -48,6 +52,8 @@ def load_config(args: argparse.Namespace) -> SmbdConfig:
         cfg.state = args.state
     if args.log_level:
         cfg.log_level = args.log_level
+    if args.owner_epoch:
+        cfg.owner_epoch = args.owner_epoch
     if args.users_dir:
         cfg.users_dir = args.users_dir
     for spec in args.share:
@@ -67,14 +73,28 @@ async def serve(cfg: SmbdConfig, drain_timeout: float) -> int:
     from hasmb.smb.server import SmbServer
 
     server = SmbServer(cfg)
+    store = None
+    if cfg.state:
+        # persistent opens of the previous owner are loaded before the first client
+        from hasmb.smb.persistence import own_store
+
+        owner = f"{cfg.netname}@{socket.gethostname()}:{os.getpid()}"
+        store = await own_store(server, cfg.state, owner=owner, epoch=cfg.owner_epoch or None)
     host, port = cfg.listen_host_port()
     await server.start(host, port)
     stop = asyncio.Event()
     server.install_signal_handlers(stop)
-    await stop.wait()
-    logging.getLogger("hasmb.smb").info("draining (up to %.0f s)", drain_timeout)
-    await server.stop(drain_timeout)
-    return 0
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.ca.fenced.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for w in waits:
+        w.cancel()
+    fenced = server.ca.fenced.is_set()
+    logging.getLogger("hasmb.smb").info("draining (up to %.0f s)", 0 if fenced else drain_timeout)
+    await server.stop(0 if fenced else drain_timeout)
+    await server.ca.shutdown()
+    if store is not None:
+        await store.close()
+    return 3 if fenced else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return asyncio.run(serve(cfg, args.drain_timeout))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, StoreError) as exc:
         print(f"hasmb-smbd: {exc}", file=sys.stderr)
         return 1
 

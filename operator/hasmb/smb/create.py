@@ -282,10 +282,10 @@ async def handle_create(req: Request) -> bytes:
     session.opens[op.volatile_id] = op
     req.server.state.add_open(op)
     req.compound.file_id = op.file_id
-    for hook in req.server.create_hooks:
-        await hook(req, p, op)
     if not tree.share.is_ipc:
         await _standard_contexts(req, p, op)
+    for hook in req.server.create_hooks:  # after the oplock/lease grant (durability needs it)
+        await hook(req, p, op)
     return _create_response(op, p, req.extra.get("create_action", FILE_OPENED))
 
 
@@ -504,10 +504,9 @@ async def open_file(req: Request, tree: TreeConnect, p: CreateParams) -> tuple[O
             raise SmbError(errno_to_status(exc)) from exc
         if action in (FILE_OVERWRITTEN, FILE_SUPERSEDED):
             os.ftruncate(fd, 0)
-            if p.file_attributes:
-                set_xattr(
-                    host, XATTR_ATTRS, (p.file_attributes & ~ATTR_DIRECTORY).to_bytes(4, "little")
-                )
+            # overwrite replaces the attributes; the data changed, so ARCHIVE is set
+            new_attrs = (p.file_attributes & ATTR_SETTABLE) | 0x20
+            set_xattr(host, XATTR_ATTRS, new_attrs.to_bytes(4, "little"))
     pid, vid = server.state.new_file_ids()
     op = Open(
         persistent_id=pid,
@@ -573,6 +572,7 @@ async def close_open(
     if node is not None and op.delete_on_close:
         node.delete_pending = True
     server.state.remove_open(op)
+    await server.ca.on_closed(op)  # a persistent open's record goes before the reply
     if node is not None:
         node.signal_locks()  # blocked LOCKs of this open end; others re-check
     if node is not None and node.delete_pending and not node.opens:

@@ -13,6 +13,7 @@ from hasmb.smb.constants import (
     CAP_ENCRYPTION,
     CAP_LARGE_MTU,
     CAP_LEASING,
+    CAP_PERSISTENT_HANDLES,
     CIPHER_AES_128_CCM,
     CTX_ENCRYPTION,
     CTX_PREAUTH_INTEGRITY,
@@ -77,6 +78,8 @@ def server_capabilities(server: SmbServer, dialect: int, client_caps: int) -> in
         caps |= CAP_LEASING | CAP_LARGE_MTU
     if dialect in (0x0300, 0x0302) and client_caps & CAP_ENCRYPTION:
         caps |= CAP_ENCRYPTION
+    if dialect >= 0x0300 and client_caps & CAP_PERSISTENT_HANDLES:
+        caps |= CAP_PERSISTENT_HANDLES  # echoed only to clients that offer it, as Windows does
     return caps
 
 

@@ -36,6 +36,8 @@ from hasmb.smb.constants import (
     Status,
 )
 from hasmb.smb.errors import SmbError
+
+DATA_ACCESS = 0x1 | 0x2 | 0x4 | 0x20 | 0x10000  # read, write, append, execute, delete
 from hasmb.smb.header import Header
 from hasmb.smb.request import Registry, Request
 from hasmb.smb.state import FileNode, Lease, Open
@@ -124,7 +126,9 @@ async def grant_on_create(req: Request, p: Any, op: Open) -> None:
                 key=key,
                 file_key=node.key,
                 version=version,
-                parent_key=parent if version == 2 else b"",
+                parent_key=parent
+                if version == 2 and _flags & LEASE_FLAG_PARENT_LEASE_KEY_SET
+                else b"",
                 epoch=epoch,
             )
             table[lkey] = lease
@@ -132,7 +136,8 @@ async def grant_on_create(req: Request, p: Any, op: Open) -> None:
         op.lease = lease
         op.oplock_level = OPLOCK_LEVEL_LEASE
         want = 0 if op.is_directory else _valid_state(want)
-        foreign = [o for o in others if o.lease is not lease]
+        # opens without data access ("stat opens") do not stand in the way of caching
+        foreign = [o for o in others if o.lease is not lease and o.granted_access & DATA_ACCESS]
         allowed = LEASE_READ | LEASE_HANDLE | LEASE_WRITE
         if foreign:
             allowed &= ~LEASE_WRITE
@@ -366,7 +371,7 @@ async def _lease_ack(req: Request) -> bytes:
     if lease is None:
         raise SmbError(Status.OBJECT_NAME_NOT_FOUND)
     if not lease.breaking:
-        raise SmbError(Status.UNSUCCESSFUL)
+        raise SmbError(Status.REQUEST_NOT_ACCEPTED)
     if state & ~lease.breaking_to:
         lease.state = lease.breaking_to
         lease.breaking = False

@@ -333,6 +333,10 @@ class SmbServer:
         self.draining = False
         # async def hook(req, params, open) run after every successful CREATE (CA adds its own)
         self.create_hooks: list[Any] = []
+        from hasmb.smb.persistence import ContinuousAvailability
+
+        # durable/persistent handles, reclaim, replay (wraps CREATE, LOCK, ... in the registry)
+        self.ca = ContinuousAvailability(self)
         for s in config.shares:
             self.add_share(s)
         self.add_share(ShareConfig(name="IPC$", path="", comment="IPC Service"), ipc=True)
@@ -400,6 +404,8 @@ class SmbServer:
         from hasmb.smb.create import close_open
 
         for op in list(session.opens.values()):
+            if disconnect and await self.ca.preserve(op):
+                continue  # durable: kept for its reclaim window (MS-SMB2 3.3.7.1)
             await close_open(self, op, Status.CANCELLED)
         session.opens.clear()
         session.trees.clear()

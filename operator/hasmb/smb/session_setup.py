@@ -133,7 +133,8 @@ async def _expire_previous(req: Request, prev_id: int, session: Session) -> None
     old = req.server.state.sessions.get(prev_id)
     if old is None or old.user.lower() != session.user.lower() or old is session:
         return
-    await req.server.destroy_session(old)
+    # as a lost connection: its durable opens stay reclaimable (smb2.durable-v2-open.reopen1a)
+    await req.server.destroy_session(old, disconnect=True)
 
 
 def _response(flags: int, token: bytes) -> bytes:
