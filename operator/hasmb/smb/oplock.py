@@ -36,8 +36,6 @@ from hasmb.smb.constants import (
     Status,
 )
 from hasmb.smb.errors import SmbError
-
-DATA_ACCESS = 0x1 | 0x2 | 0x4 | 0x20 | 0x10000  # read, write, append, execute, delete
 from hasmb.smb.header import Header
 from hasmb.smb.request import Registry, Request
 from hasmb.smb.state import FileNode, Lease, Open
@@ -47,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hasmb.smb")
 
+DATA_ACCESS = 0x1 | 0x2 | 0x4 | 0x20 | 0x10000  # read, write, append, execute, delete
 BREAK_TIMEOUT = 35.0  # seconds, as Windows (MS-SMB2 3.3.2.1 oplock break timer)
 UNSOLICITED_MID = 0xFFFFFFFFFFFFFFFF
 _OPLOCK_BREAK = struct.Struct("<HBBI16s")
