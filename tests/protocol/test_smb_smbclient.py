@@ -158,3 +158,17 @@ def test_list_shares_through_srvsvc(smbd: SmbdProcess, tmp_path: Path, proto: st
     assert ("data", "Disk") in lines, r.stdout + r.stderr
     assert ("ca", "Disk") in lines
     assert ("IPC$", "IPC") in lines
+
+
+def test_anonymous_cannot_reach_a_disk_share(smbd: SmbdProcess, tmp_path: Path) -> None:
+    r = subprocess.run(
+        ["smbclient", "//127.0.0.1/data", "-p", str(smbd.port), "-N", "-m", "SMB3", "-c", "ls"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode != 0
+    assert (
+        "NT_STATUS_ACCESS_DENIED" in r.stdout + r.stderr or "LOGON_FAILURE" in r.stdout + r.stderr
+    )
