@@ -7,16 +7,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.real_cluster import TAINT_KEY, RealCluster, pod_manifest, poll
 
-pytestmark = pytest.mark.timeout(300)
+# The first test also waits for the session fixture: a cold image build and bring-up.
+pytestmark = pytest.mark.timeout(600)
 
 WEB_PORT = 8080
 SA_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
@@ -199,3 +203,39 @@ def test_killing_or_cutting_off_a_node_is_a_real_failure(
         for c in real_cluster.pod(e2e_namespace, "target")["status"]["conditions"]
     }
     assert conditions.get("Ready") == "True"
+
+
+def test_hasmb_smbd_serves_smb3_through_a_service(
+    real_cluster: RealCluster, e2e_namespace: str
+) -> None:
+    """The data plane in its image on a real node, reached by Samba's smbclient on the
+    host through a ClusterIP Service (the shape of a LIF)."""
+    token = uuid.uuid4().hex
+    script = (
+        f"mkdir -p /export/data && echo {token} > /export/data/token.txt && "
+        "exec hasmb-smbd --listen 0.0.0.0:445 --share data=/export/data:ca "
+        "--user alice:secret --netname SVM1"
+    )
+    smbd = pod_manifest("smbd", real_cluster.nodes[0], ["/bin/sh", "-c", script], {"app": "smbd"})
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "smbd"},
+        "spec": {"selector": {"app": "smbd"}, "ports": [{"port": 445, "targetPort": 445}]},
+    }
+    apply(real_cluster, e2e_namespace, smbd, svc)
+    real_cluster.wait_pod_ready(e2e_namespace, "smbd")
+    ip = cluster_ip(real_cluster, e2e_namespace, "smbd")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / "token.txt"
+        argv = [
+            "smbclient", f"//{ip}/data", "-p", "445", "-U", "alice%secret", "-m", "SMB3",
+            "-c", f"get token.txt {local}",
+        ]  # fmt: skip
+
+        def fetched() -> bool:
+            # Until kube-proxy has programmed the endpoint the Service answers unreachable.
+            subprocess.run(argv, capture_output=True, timeout=30)
+            return local.exists() and local.read_text() == f"{token}\n"
+
+        poll("smbclient to read the share through the Service", fetched, timeout=60)
