@@ -11,6 +11,7 @@ The state changes (reconnect, reclaim window, store) live in
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -63,7 +64,7 @@ class DurableRequest:
         return int.from_bytes(self.file_id[:8], "little")
 
 
-def parse_request(contexts: dict[bytes, _Context], dialect: int) -> DurableRequest:
+def parse_request(contexts: Mapping[bytes, _Context], dialect: int) -> DurableRequest:
     """Classify the durable contexts of a CREATE; invalid combinations raise."""
     v2 = dialect >= DIALECT_300  # the v2 contexts are ignored below SMB 3.0
     has_q, has_c = DHNQ in contexts, DHNC in contexts
@@ -155,8 +156,8 @@ def decide(
     persistent = d.persistent and share_ca and persistent_capable
     if not persistent and not cacheable:
         return Grant(False)
-    requested = d.timeout_ms or DEFAULT_TIMEOUT_MS
-    return Grant(True, persistent, min(requested, MAX_TIMEOUT_MS), requested)
+    timeout = min(d.timeout_ms or DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS)
+    return Grant(True, persistent, timeout, timeout)
 
 
 def response_context(d: DurableRequest, g: Grant) -> tuple[bytes, bytes] | None:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 Handler = Callable[[Request], Awaitable[bytes]]
 
 # where the FileId sits in the request body of the commands 3.3.5.2.10 guards
-FILE_ID_OFFSET = {
+FILE_ID_OFFSET: dict[int, int] = {
     Command.WRITE: 16,
     Command.SET_INFO: 16,
     Command.IOCTL: 8,
