@@ -18,7 +18,6 @@ import socket
 import sys
 
 from hasmb.handles import StoreError
-from hasmb.handles import StoreError
 from hasmb.smb.config import (
     ConfigError,
     SmbdConfig,
@@ -38,7 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netname", help="NetBIOS/DNS name of the server")
     p.add_argument("--state", help="handle-state store: file:DIR | configmap:NS/NAME | etcd:URL")
     p.add_argument("--owner-epoch", type=int, help="take the store at this epoch (default: +1)")
-    p.add_argument("--owner-epoch", type=int, help="take the store at this epoch (default: +1)")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to drain on SIGTERM")
     return p
@@ -54,8 +52,6 @@ def load_config(args: argparse.Namespace) -> SmbdConfig:
         cfg.state = args.state
     if args.log_level:
         cfg.log_level = args.log_level
-    if args.owner_epoch:
-        cfg.owner_epoch = args.owner_epoch
     if args.owner_epoch:
         cfg.owner_epoch = args.owner_epoch
     if args.users_dir:

@@ -20,7 +20,6 @@ from hasmb.smb.constants import (
 from hasmb.smb.errors import SmbError
 from hasmb.smb.fileinfo import FileMeta, stat_meta
 from hasmb.smb.paths import STATE_DIR_NAME
-from hasmb.smb.paths import STATE_DIR_NAME
 from hasmb.smb.request import Registry, Request
 from hasmb.smb.state import Open
 
@@ -127,8 +126,6 @@ async def handle_query_directory(req: Request) -> bytes:
     if op.dir_entries is None or restart:
         try:
             names = sorted(os.listdir(op.host_path))
-            if op.host_path == op.tree.share.root:
-                names = [n for n in names if n.lower() != STATE_DIR_NAME]
             if op.host_path == op.tree.share.root:
                 names = [n for n in names if n.lower() != STATE_DIR_NAME]
         except OSError as exc:

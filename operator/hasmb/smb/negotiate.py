@@ -80,8 +80,6 @@ def server_capabilities(server: SmbServer, dialect: int, client_caps: int) -> in
         caps |= CAP_ENCRYPTION
     if dialect >= 0x0300 and client_caps & CAP_PERSISTENT_HANDLES:
         caps |= CAP_PERSISTENT_HANDLES  # echoed only to clients that offer it, as Windows does
-    if dialect >= 0x0300 and client_caps & CAP_PERSISTENT_HANDLES:
-        caps |= CAP_PERSISTENT_HANDLES  # echoed only to clients that offer it, as Windows does
     return caps
 
 

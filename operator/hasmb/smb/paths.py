@@ -26,7 +26,6 @@ _DEVICES = frozenset(
 )
 MAX_COMPONENT = 255
 STATE_DIR_NAME = ".hasmb-state"  # hasmb-smbd's default --state file:<first share>/.hasmb-state
-STATE_DIR_NAME = ".hasmb-state"  # hasmb-smbd's default --state file:<first share>/.hasmb-state
 MAX_PATH = 32767
 
 
@@ -74,9 +73,6 @@ def is_within(root: str, path: str) -> bool:
 
 def resolve(root: str, parts: list[str]) -> str:
     """Host path for `parts`; symlinks may not lead outside `root` (a realpath)."""
-    if parts and parts[0].lower() == STATE_DIR_NAME:
-        # the default handle-state store lives here; clients never see it
-        raise SmbError(Status.OBJECT_NAME_NOT_FOUND, "reserved name")
     if parts and parts[0].lower() == STATE_DIR_NAME:
         # the default handle-state store lives here; clients never see it
         raise SmbError(Status.OBJECT_NAME_NOT_FOUND, "reserved name")

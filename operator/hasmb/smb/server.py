@@ -337,10 +337,6 @@ class SmbServer:
 
         # durable/persistent handles, reclaim, replay (wraps CREATE, LOCK, ... in the registry)
         self.ca = ContinuousAvailability(self)
-        from hasmb.smb.persistence import ContinuousAvailability
-
-        # durable/persistent handles, reclaim, replay (wraps CREATE, LOCK, ... in the registry)
-        self.ca = ContinuousAvailability(self)
         for s in config.shares:
             self.add_share(s)
         self.add_share(ShareConfig(name="IPC$", path="", comment="IPC Service"), ipc=True)
