@@ -1,0 +1,167 @@
+"""Persistent handles survive kill -9 of hasmb-smbd, with each handle-state backend.
+
+A CaFile (smbprotocol, DH2Q with PERSISTENT on a CA share) writes, the server
+is killed with SIGKILL and a new one is started with the same arguments on the
+same store. Inside the reclaim window another client is refused
+(STATUS_FILE_NOT_AVAILABLE); the original client reclaims with DH2C and reads
+back every acknowledged write; once the window of an unreclaimed handle
+expires, the other client's open succeeds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from smbprotocol.exceptions import SMBResponseException
+
+from hasmb.probe.ca_client import CaFile, CaTarget
+from tests.support.smbd import SmbdProcess, start_smbd
+from tests.support.smbproto import connect
+
+FILE_NOT_AVAILABLE = 0xC0000467
+BACKENDS = ["file", "etcd", "configmap"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def etcd_url() -> Iterator[str]:
+    from tests.protocol.test_handle_store_backends import run_etcd
+
+    with run_etcd() as server:
+        yield server.url
+
+
+@pytest.fixture(params=BACKENDS)
+def state_args(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[list[str]]:
+    tag = uuid.uuid4().hex[:10]
+    if request.param == "file":
+        yield []  # the default: file:<first share>/.hasmb-state
+    elif request.param == "etcd":
+        url = request.getfixturevalue("etcd_url")
+        yield ["--state", f"etcd:{url}/ca-{tag}"]
+    else:
+        cluster = request.getfixturevalue("kube_cluster")
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+        name = f"ca-{tag}"
+        yield ["--state", f"configmap:default/{name}"]
+        out = cluster.kubectl("get", "configmap", "-n", "default", "-o", "name")
+        doomed = [n for n in out.stdout.split() if n.startswith(f"configmap/{name}")]
+        if doomed:
+            cluster.kubectl("delete", "-n", "default", *doomed)
+
+
+@contextlib.contextmanager
+def servers(work: Path, port: int, state: list[str]) -> Iterator[list[SmbdProcess]]:
+    started: list[SmbdProcess] = []
+    try:
+        yield started
+    finally:
+        for s in started:
+            if s.alive():
+                s.proc.kill()
+                s.proc.wait(10)
+
+
+def start(work: Path, port: int, state: list[str]) -> SmbdProcess:
+    return start_smbd(work, {"ca": ":ca"}, extra=["--listen", f"127.0.0.1:{port}", *state])
+
+
+def refused_status(smbd: SmbdProcess, name: str) -> int:
+    """Open `name` as another client; 0 if it worked, else the NT status."""
+    try:
+        with connect(smbd, "ca") as c:
+            op = c.open(name)
+            op.close()
+            return 0
+    except SMBResponseException as exc:
+        return int(exc.status)
+
+
+def wait_until(pred: object, what: str, limit: float) -> None:
+    assert callable(pred)
+    deadline = time.monotonic() + limit
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def test_persistent_handle_survives_kill_9(tmp_path: Path, state_args: list[str]) -> None:
+    port = free_port()
+    with servers(tmp_path, port, state_args) as running:
+        first = start(tmp_path, port, state_args)
+        running.append(first)
+        target = CaTarget("127.0.0.1", port, "ca", first.user, first.password)
+        keep = CaFile(target, "keep.bin", durable_timeout_ms=60_000, reclaim_deadline=30)
+        lapse = CaFile(target, "lapse.bin", durable_timeout_ms=3_000, reclaim_deadline=30)
+        info = keep.open()
+        assert info.persistent and info.timeout_ms == 60_000
+        assert lapse.open().persistent
+        acked: dict[int, bytes] = {}
+        for i in range(16):
+            block = os.urandom(4096)
+            assert keep.write(i * 4096, block) == 4096
+            acked[i * 4096] = block
+        lapse.write(0, b"x" * 100)
+
+        first.proc.kill()  # kill -9: no drain, no goodbye
+        first.proc.wait(10)
+        keep.abandon()
+        lapse.abandon()
+
+        second = start(tmp_path, port, state_args)
+        running.append(second)
+        assert "loaded 2 persistent open" in second.log(), second.log()
+        # inside the window every other opener is refused, whatever its share mode
+        assert refused_status(second, "keep.bin") == FILE_NOT_AVAILABLE
+        assert refused_status(second, "lapse.bin") == FILE_NOT_AVAILABLE
+
+        keep.reclaim("server killed")
+        for offset, block in acked.items():
+            assert keep.read(offset, 4096) == block
+        keep.write(16 * 4096, b"after")
+        assert keep.read(16 * 4096, 5) == b"after"
+
+        # lapse.bin was never reclaimed: its window expires and the file is free again
+        wait_until(lambda: refused_status(second, "lapse.bin") == 0, "window expiry", 20)
+        assert "reclaim window of lapse.bin expired" in second.log()
+        # the hidden store directory of the default file backend is not reachable
+        if not state_args:
+            assert (tmp_path / "ca" / ".hasmb-state").is_dir()
+            assert refused_status(second, ".hasmb-state\\epoch") != 0
+        keep.close()
+        assert second.stop() == 0, second.log()
+
+
+def test_clean_restart_keeps_disconnected_window(tmp_path: Path) -> None:
+    """SIGTERM drains: the open is stored as disconnected and reclaimable after restart."""
+    port = free_port()
+    with servers(tmp_path, port, []) as running:
+        first = start(tmp_path, port, [])
+        running.append(first)
+        target = CaTarget("127.0.0.1", port, "ca", first.user, first.password)
+        f = CaFile(target, "clean.bin", durable_timeout_ms=30_000, reclaim_deadline=30)
+        f.open()
+        f.write(0, b"hello")
+        assert first.stop() == 0, first.log()
+        f.abandon()
+        second = start(tmp_path, port, [])
+        running.append(second)
+        f.reclaim("restart")
+        assert f.read(0, 5) == b"hello"
+        f.close()
+        assert second.stop() == 0, second.log()
