@@ -236,6 +236,8 @@ async def break_for_open(req: Request, node: FileNode, access: int, p: Any) -> N
         return
     server = req.server
     overwrite = p.disposition in (FILE_OVERWRITE, FILE_OVERWRITE_IF, FILE_SUPERSEDE)
+    if not access & DATA_ACCESS and not overwrite:
+        return  # attribute-only ("stat") opens break nothing (MS-FSA 2.1.5.1.2)
     lease_req = _lease_of(req, p)
     my_key = (req.conn.client_guid, lease_req[0]) if lease_req is not None else None
     waits: list[asyncio.Event] = []
@@ -260,6 +262,10 @@ async def break_for_open(req: Request, node: FileNode, access: int, p: Any) -> N
                 waits.append(lease.break_done)
             continue
         if other.oplock_level in (OPLOCK_LEVEL_EXCLUSIVE, OPLOCK_LEVEL_BATCH):
+            if other.oplock_level == OPLOCK_LEVEL_EXCLUSIVE and share_conflict(
+                other, access, p.share_access
+            ):
+                continue  # the open fails on share modes first; only batch is broken for it
             if other.oplock_breaking:
                 waits.append(_event(other))
                 continue
@@ -300,12 +306,23 @@ def _expire_breaks(node: FileNode) -> None:
 
 
 def on_write(server: SmbServer, op: Open) -> None:
-    """A write invalidates read caches of other opens (level II oplocks, R leases)."""
+    """A write (or size change) invalidates the caches of other opens: level II and
+    exclusive/batch oplocks go to none, leases lose R (MS-FSA 2.1.5.17)."""
     node = op.node
     if node is None or len(node.opens) < 2:
         return
     for other in node.opens:
         if other is op:
+            continue
+        if other.lease is None and other.oplock_level in (
+            OPLOCK_LEVEL_EXCLUSIVE,
+            OPLOCK_LEVEL_BATCH,
+        ):
+            if not other.oplock_breaking:
+                other.oplock_breaking = True
+                other.oplock_break_to = OPLOCK_LEVEL_NONE
+                _event(other).clear()
+                send_oplock_break(server, other, OPLOCK_LEVEL_NONE)
             continue
         if other.lease is not None:
             if other.lease is op.lease:

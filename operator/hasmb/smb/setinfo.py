@@ -117,6 +117,9 @@ async def set_file_info(req: Request, op: Open, cls: int, data: bytes) -> None:
         op.mode = mode
     elif cls in (FileEndOfFileInformation, FileAllocationInformation):
         _set_size(op, data, allocation=cls == FileAllocationInformation)
+        from hasmb.smb import oplock
+
+        oplock.on_write(req.server, op)
     elif cls == FileValidDataLengthInformation:
         if not op.granted_access & FILE_WRITE_DATA:
             raise SmbError(Status.ACCESS_DENIED)
