@@ -60,6 +60,7 @@ from hasmb.smb.constants import (
     FLAGS_REPLAY_OPERATION,
     LEASE_HANDLE,
     OPLOCK_LEVEL_BATCH,
+    OPLOCK_LEVEL_LEASE,
     Command,
     Status,
 )
@@ -97,6 +98,8 @@ class ContinuousAvailability:
     # persistent ids that have a record in the store
     stored: set[int] = field(default_factory=set)
     pending_creates: set[bytes] = field(default_factory=set)
+    # persistent id -> CreateAction of the original CREATE (a replay answers with it)
+    actions: dict[int, int] = field(default_factory=dict)
     _timers: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -312,6 +315,12 @@ class ContinuousAvailability:
             return None
         if not req.header.flags & FLAGS_REPLAY_OPERATION:
             raise SmbError(Status.DUPLICATE_OBJECTID, "CreateGuid in use")
+        lease_ctx = contexts.get(durable.LEASE)
+        wants_lease = lease_ctx is not None and req.msg[64 + 3] == OPLOCK_LEVEL_LEASE
+        if wants_lease != (op.lease is not None):
+            raise SmbError(Status.ACCESS_DENIED, "replay asks for another kind of caching")
+        if op.lease is not None and lease_ctx is not None and lease_ctx.data[:16] != op.lease.key:
+            raise SmbError(Status.ACCESS_DENIED, "replay with another lease key")
         self.stats.replays += 1
         if op.session is not req.session:
             if op.session is not None:
@@ -319,7 +328,10 @@ class ContinuousAvailability:
                 op.session.opens.pop(op.volatile_id, None)
                 op.session = None
             await self._reattach(req, op)
-        return self._response(req, op, name, with_durable=d)
+        # the reply echoes what this request asked for, capped by what the open holds;
+        # the open itself keeps its oplock and share mode
+        level = op.oplock_level if op.lease is not None else min(req.msg[64 + 3], op.oplock_level)
+        return self._response(req, op, name, with_durable=d, oplock_level=level)
 
     async def _clear_the_way(self, req: Request, d: durable.DurableRequest, name: str) -> None:
         """What other opens of the same file must give way (or block) before this one."""
@@ -377,6 +389,7 @@ class ContinuousAvailability:
         session = req.require_session()
         self.users[op.persistent_id] = session.user
         if d.kind == "v2":
+            self.actions[op.persistent_id] = int(req.extra.get("create_action", FILE_OPENED))
             op.create_guid = d.create_guid
             op.app_instance_id = d.app_instance_id
             self.server.state.by_create_guid[d.create_guid] = op
@@ -411,7 +424,8 @@ class ContinuousAvailability:
             op = state.by_create_guid.get(d.create_guid)
         if op is None or op.closed or not op.is_durable or op.pipe is not None:
             raise SmbError(Status.OBJECT_NAME_NOT_FOUND, "no such durable open")
-        if d.kind == "reconnect_v2" and op.create_guid != d.create_guid:
+        # a v1 open has no CreateGuid: DH2C names it with a zero one (smb2.durable-open)
+        if d.kind == "reconnect_v2" and (op.create_guid or bytes(16)) != d.create_guid:
             raise SmbError(Status.OBJECT_NAME_NOT_FOUND, "CreateGuid differs")
         lease_ctx = contexts.get(durable.LEASE)
         if op.lease is not None:
@@ -456,7 +470,12 @@ class ContinuousAvailability:
             raise
 
     def _response(
-        self, req: Request, op: Open, name: str, with_durable: durable.DurableRequest | None
+        self,
+        req: Request,
+        op: Open,
+        name: str,
+        with_durable: durable.DurableRequest | None,
+        oplock_level: int | None = None,
     ) -> bytes:
         from hasmb.smb import create, oplock
 
@@ -469,14 +488,27 @@ class ContinuousAvailability:
             options=0,
             oplock_level=0,
         )
-        if with_durable is not None and with_durable.kind == "v2":
-            flags = durable.DHANDLE_FLAG_PERSISTENT if op.is_persistent else 0
-            p.response_contexts.append(
-                (durable.DH2Q, struct.pack("<II", op.durable_timeout_ms, flags))
+        level = op.oplock_level if oplock_level is None else oplock_level
+        if with_durable is not None:
+            grant = durable.decide(
+                with_durable,
+                is_directory=op.is_directory,
+                oplock_level=level,
+                lease_state=op.lease.state if op.lease is not None else None,
+                share_ca=op.is_persistent,
+                persistent_capable=op.is_persistent,
             )
+            ctx = durable.response_context(with_durable, grant)
+            if ctx is not None:
+                p.response_contexts.append(ctx)
         if op.lease is not None:
             p.response_contexts.append((durable.LEASE, oplock.lease_response(op.lease)))
-        return create._create_response(op, p, FILE_OPENED)
+        action = self.actions.get(op.persistent_id, FILE_OPENED) if with_durable else FILE_OPENED
+        saved, op.oplock_level = op.oplock_level, level
+        try:
+            return create._create_response(op, p, action)
+        finally:
+            op.oplock_level = saved
 
     # ------------------------------------------------------------ disconnect, expiry, close
     def qualifies(self, op: Open) -> bool:
@@ -542,6 +574,7 @@ class ContinuousAvailability:
         """From close_open: the open is gone; forget it and delete its record."""
         self._disarm(op)
         self.users.pop(op.persistent_id, None)
+        self.actions.pop(op.persistent_id, None)
         self.seqs.pre_requests.pop(op.persistent_id, None)
         if op.create_guid and self.server.state.by_create_guid.get(op.create_guid) is op:
             del self.server.state.by_create_guid[op.create_guid]

@@ -146,5 +146,6 @@ async def handle_logoff(req: Request) -> bytes:
     session = req.require_session()
     # sign the reply with the keys of the session before it goes away
     req.sign_response = session.signing_required or bool(req.header.flags & 0x8)
-    await req.server.destroy_session(session)
+    # durable opens outlive a logoff as they outlive a disconnect (smb2.durable-open.reopen4)
+    await req.server.destroy_session(session, disconnect=True)
     return struct.pack("<HH", 4, 0)
