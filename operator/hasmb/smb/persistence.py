@@ -76,6 +76,17 @@ log = logging.getLogger("hasmb.smb.ca")
 
 Handler = Callable[[Request], Awaitable[bytes]]
 _CREATE = struct.Struct("<HBBIQQIIIIIHHII")
+_USES_A_HANDLE = (
+    Command.READ,
+    Command.WRITE,
+    Command.QUERY_INFO,
+    Command.SET_INFO,
+    Command.FLUSH,
+    Command.LOCK,
+    Command.IOCTL,
+    Command.QUERY_DIRECTORY,
+    Command.CHANGE_NOTIFY,
+)
 
 
 @dataclass
@@ -100,6 +111,8 @@ class ContinuousAvailability:
     pending_creates: set[bytes] = field(default_factory=set)
     # persistent id -> CreateAction of the original CREATE (a replay answers with it)
     actions: dict[int, int] = field(default_factory=dict)
+    # opens whose CREATE may still be replayed: no other request has used them yet
+    replay_eligible: set[int] = field(default_factory=set)
     _timers: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -114,6 +127,10 @@ class ContinuousAvailability:
         brk = reg.commands.get(Command.OPLOCK_BREAK)
         if brk is not None:
             brk.handler = self._wrap_break(brk.handler)
+        for command in _USES_A_HANDLE:
+            spec = reg.commands.get(command)
+            if spec is not None:
+                spec.handler = self._wrap_use(spec.handler)
         replay.install(reg, self.server.state, self.seqs)
         self.server.create_hooks.append(self.after_create)
 
@@ -315,6 +332,8 @@ class ContinuousAvailability:
             return None
         if not req.header.flags & FLAGS_REPLAY_OPERATION:
             raise SmbError(Status.DUPLICATE_OBJECTID, "CreateGuid in use")
+        if op.persistent_id not in self.replay_eligible:
+            return None  # the client used the handle already: this is a new open
         lease_ctx = contexts.get(durable.LEASE)
         wants_lease = lease_ctx is not None and req.msg[64 + 3] == OPLOCK_LEVEL_LEASE
         if wants_lease != (op.lease is not None):
@@ -390,6 +409,7 @@ class ContinuousAvailability:
         self.users[op.persistent_id] = session.user
         if d.kind == "v2":
             self.actions[op.persistent_id] = int(req.extra.get("create_action", FILE_OPENED))
+            self.replay_eligible.add(op.persistent_id)
             op.create_guid = d.create_guid
             op.app_instance_id = d.app_instance_id
             self.server.state.by_create_guid[d.create_guid] = op
@@ -575,6 +595,7 @@ class ContinuousAvailability:
         self._disarm(op)
         self.users.pop(op.persistent_id, None)
         self.actions.pop(op.persistent_id, None)
+        self.replay_eligible.discard(op.persistent_id)
         self.seqs.pre_requests.pop(op.persistent_id, None)
         if op.create_guid and self.server.state.by_create_guid.get(op.create_guid) is op:
             del self.server.state.by_create_guid[op.create_guid]
@@ -626,6 +647,19 @@ class ContinuousAvailability:
                 if op.is_persistent and not op.closed:
                     await self.persist(op)
             return body
+
+        return handler
+
+    def _wrap_use(self, inner: Handler) -> Handler:
+        """Any request on an open ends the replay eligibility of its CREATE."""
+
+        async def handler(req: Request) -> bytes:
+            try:
+                return await inner(req)
+            finally:
+                if self.replay_eligible and len(req.compound.file_id) == 16:
+                    pid = int.from_bytes(req.compound.file_id[:8], "little")
+                    self.replay_eligible.discard(pid)
 
         return handler
 

@@ -82,6 +82,12 @@ def begin(seqs: SequenceState, op: Open, req: Request) -> bool:
     if seq == op.channel_sequence and pre == 0:
         op.outstanding_requests += 1
         return True
+    if newer(seq, op.channel_sequence):
+        # a replay after a failover that bumped the sequence (smb2.replay.channel-sequence)
+        seqs.pre_requests[op.persistent_id] = pre + op.outstanding_requests
+        op.channel_sequence = seq
+        op.outstanding_requests = 1
+        return True
     raise SmbError(Status.FILE_NOT_AVAILABLE, "replay while older requests are outstanding")
 
 
