@@ -65,7 +65,8 @@ def _take(watch: Watch, max_len: int, req: Request) -> bytes:
     changes, watch.changes = watch.changes, []
     overflow, watch.overflow = watch.overflow, False
     data = _encode(changes)
-    if overflow or len(data) > max_len:
+    # the buffer size of the first request on a handle bounds all later ones (Windows)
+    if overflow or len(data) > min(max_len, watch.max_len):
         req.status = Status.NOTIFY_ENUM_DIR
         return struct.pack("<HHI", 9, 0, 0)
     return struct.pack("<HHI", 9, 72, len(data)) + data
@@ -83,7 +84,7 @@ async def handle_change_notify(req: Request) -> bytes:
         raise SmbError(Status.ACCESS_DENIED)
     watch = op.notify_watch
     if watch is None:
-        watch = Watch(completion_filter & FILTER_VALID, bool(flags & WATCH_TREE))
+        watch = Watch(completion_filter & FILTER_VALID, bool(flags & WATCH_TREE), max_len=out_len)
         op.notify_watch = watch
         req.server.state.watchers.append(op)
     if watch.changes or watch.overflow:
@@ -93,7 +94,6 @@ async def handle_change_notify(req: Request) -> bytes:
         raise SmbError(Status.INSUFFICIENT_RESOURCES)
     loop = asyncio.get_running_loop()
     watch.waiter = loop.create_future()
-    watch.max_len = out_len
     await req.go_async()
     try:
         status = await req.wait_cancellable(watch.waiter)
