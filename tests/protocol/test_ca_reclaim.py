@@ -165,3 +165,37 @@ def test_clean_restart_keeps_disconnected_window(tmp_path: Path) -> None:
         assert f.read(0, 5) == b"hello"
         f.close()
         assert second.stop() == 0, second.log()
+
+
+def test_old_owner_is_fenced_when_another_takes_the_store(tmp_path: Path) -> None:
+    """A second hasmb-smbd on the same store raises the epoch; the first one's next
+    persistent change is refused by the store and it stops serving (exit 3)."""
+    port_a, port_b = free_port(), free_port()
+    with servers(tmp_path, port_a, []) as running:
+        a = start(tmp_path / "a", port_a, [])
+        running.append(a)
+        share = a.shares["ca"]
+        target = CaTarget("127.0.0.1", port_a, "ca", a.user, a.password)
+        f = CaFile(target, "fenced.bin", durable_timeout_ms=10_000)
+        f.open()
+        f.write(0, b"before")
+        b = start_smbd(
+            tmp_path / "b",
+            {"ca": ":ca"},
+            extra=["--listen", f"127.0.0.1:{port_b}", "--share", f"ca={share}:ca"],
+        )
+        running.append(b)
+        assert "loaded 1 persistent open" in b.log(), b.log()
+        g = CaFile(target, "other.bin", durable_timeout_ms=10_000)
+        with pytest.raises(SMBResponseException):
+            g.open()  # A cannot store the new persistent open any more
+        wait_until(lambda: not a.alive(), "the fenced server to exit", 15)
+        assert a.proc.returncode == 3, a.log()
+        assert "stale epoch" in a.log()
+        f.abandon()
+        # the new owner honours the reclaim
+        f.target = CaTarget("127.0.0.1", port_b, "ca", b.user, b.password)
+        f.reclaim("takeover")
+        assert f.read(0, 6) == b"before"
+        f.close()
+        assert b.stop() == 0, b.log()
