@@ -239,3 +239,38 @@ def test_hasmb_smbd_serves_smb3_through_a_service(
             return local.exists() and local.read_text() == f"{token}\n"
 
         poll("smbclient to read the share through the Service", fetched, timeout=60)
+
+
+def test_a_host_path_is_a_volume_shared_by_both_nodes(
+    real_cluster: RealCluster, e2e_namespace: str
+) -> None:
+    """The nodes share the host's filesystem, so one hostPath directory is a
+    ReadWriteMany volume both nodes mount (what the SVM pods of a pair need)."""
+    node1, node2 = real_cluster.nodes[:2]
+    token = uuid.uuid4().hex
+    with tempfile.TemporaryDirectory(prefix="hasmb-e2e-shared-", dir="/var/tmp") as shared:
+        volume = {"name": "shared", "hostPath": {"path": shared, "type": "Directory"}}
+        mount = {"name": "shared", "mountPath": "/shared"}
+        writer = pod_manifest(
+            "writer", node1, ["/bin/sh", "-c", f"echo {token} > /shared/token"],
+            restartPolicy="Never", volumes=[volume],
+        )  # fmt: skip
+        writer["spec"]["containers"][0]["volumeMounts"] = [mount]
+        reader = pod_manifest(
+            "reader", node2,
+            ["/bin/sh", "-c", "until test -s /shared/token; do sleep 0.2; done; cat /shared/token"],
+            restartPolicy="Never", volumes=[volume],
+        )  # fmt: skip
+        reader["spec"]["containers"][0]["volumeMounts"] = [mount]
+        apply(real_cluster, e2e_namespace, writer, reader)
+
+        def succeeded(name: str) -> bool:
+            phase = real_cluster.pod(e2e_namespace, name).get("status", {}).get("phase")
+            assert phase != "Failed", real_cluster.pod(e2e_namespace, name)["status"]
+            return bool(phase == "Succeeded")
+
+        poll("the writer on node 1", lambda: succeeded("writer"), timeout=90)
+        poll("the reader on node 2", lambda: succeeded("reader"), timeout=90)
+        logs = real_cluster.kube.kubectl("logs", "-n", e2e_namespace, "reader").stdout
+        assert logs == f"{token}\n"
+        assert (Path(shared) / "token").read_text() == f"{token}\n"
