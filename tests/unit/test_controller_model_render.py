@@ -182,3 +182,6 @@ def test_store_ignores_late_events_of_a_replaced_object() -> None:
     assert store.get("Pod", "ns1", "p") is new
     assert store.of_svm("Pod", "ns1", "svm1") == [new]
     assert store.remove("Pod", new) is new and store.of_svm("Pod", "ns1", "svm1") == []
+    # A copy read before the deletion (e.g. a fresh GET in flight) must not resurrect it.
+    store.put("Pod", new)
+    assert store.get("Pod", "ns1", "p") is None

@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         "-n", "--namespace", action="append", default=[], help="serve this namespace (repeatable)"
     )
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
-    p.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")
+    p.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default 8)")
     p.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")

@@ -18,7 +18,7 @@ from hasmb.controller.model import GROUP, VERSION
 from hasmb.controller.pair_reconcile import reconcile_pair
 from hasmb.controller.render import LABEL_SVM
 from hasmb.controller.runtime import Runtime
-from hasmb.controller.store import key_of, svm_of
+from hasmb.controller.store import key_of, resource_version, svm_of
 from hasmb.controller.svm_reconcile import reconcile_svm
 from hasmb.kube.client import CONFIGMAPS, LEASES, PODS, SERVICES, KubeClient
 
@@ -40,7 +40,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.batching.batch_window = 0.02
     settings.watching.server_timeout = 300
     kube = await KubeClient.connect()
-    runtime = Runtime(kube=kube, workers=int(memo.get("workers", 4)))
+    runtime = Runtime(kube=kube, workers=int(memo.get("workers", 8)))
     memo["runtime"] = runtime
     runtime.start({"svm": reconcile_svm, "pair": reconcile_pair})
 
@@ -66,6 +66,25 @@ def _record(rt: Runtime, kind: str, event: dict[str, Any]) -> tuple[dict[str, An
     return rt.store.put(kind, body), body
 
 
+def _news(old: dict[str, Any] | None, body: dict[str, Any] | None) -> bool:
+    """False for the echo of our own write (the Store already holds that version)."""
+    if old is None or body is None:
+        return True
+    return resource_version(old) != resource_version(body)
+
+
+def _spec_changed(old: dict[str, Any] | None, body: dict[str, Any] | None) -> bool:
+    """False when only status moved (the status subresource leaves generation alone)."""
+    if old is None or body is None:
+        return True
+    o, n = old.get("metadata") or {}, body.get("metadata") or {}
+    return (
+        o.get("generation") != n.get("generation")
+        or o.get("deletionTimestamp") != n.get("deletionTimestamp")
+        or o.get("labels") != n.get("labels")
+    )
+
+
 def _svms_of_pair(rt: Runtime, namespace: str, pair: str) -> list[str]:
     return [
         key_of(b)[1]
@@ -79,7 +98,9 @@ async def _pair_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     rt = _rt(memo)
     if rt is None:
         return
-    _record(rt, "HAPair", event)
+    old, body = _record(rt, "HAPair", event)
+    if not _spec_changed(old, body):
+        return
     ns, name = key_of(dict(event.get("object") or {}))
     rt.enqueue_pair(ns, name)
     for svm in _svms_of_pair(rt, ns, name):
@@ -94,7 +115,8 @@ async def _svm_event(event: dict[str, Any], memo: kopf.Memo, **_: Any) -> None:
     old, body = _record(rt, "SVM", event)
     obj = dict(event.get("object") or {})
     ns, name = key_of(obj)
-    rt.enqueue_svm(ns, name)
+    if _spec_changed(old, body):
+        rt.enqueue_svm(ns, name)
     for version in (old, body):
         pair = ((version or {}).get("spec") or {}).get("haPair")
         if pair:
@@ -107,6 +129,8 @@ def _spec_svm_event(kind: str) -> Any:
         if rt is None:
             return
         old, body = _record(rt, kind, event)
+        if not _spec_changed(old, body):
+            return
         ns = key_of(dict(event.get("object") or {}))[0]
         targets = {svm_of(kind, v) for v in (old, body) if v is not None}
         if kind == "LIF":
@@ -133,7 +157,9 @@ def _labelled_event(kind: str) -> Any:
         rt = _rt(memo)
         if rt is None:
             return
-        _record(rt, kind, event)
+        old, body = _record(rt, kind, event)
+        if not _news(old, body):
+            return
         obj = dict(event.get("object") or {})
         svm = svm_of(kind, obj)
         if svm:

@@ -15,7 +15,7 @@ from hasmb.controller.facts import node_facts, parse_time
 from hasmb.controller.model import SVM, HAPair
 from hasmb.controller.runtime import Runtime
 from hasmb.controller.svm_reconcile import _iso, _patch_cr_status, _unready_status
-from hasmb.kube.client import HAPAIRS, ApiError
+from hasmb.kube.client import HAPAIRS
 
 Body = dict[str, Any]
 
@@ -191,10 +191,7 @@ async def reconcile_pair(rt: Runtime, namespace: str, name: str) -> float | None
         now_iso(),
     )
     for reason, message, warning in events:
-        try:
-            await rt.kube.event(body, reason, message, warning)
-        except ApiError:  # an Event never fails a reconcile
-            pass
+        rt.post_event(body, reason, message, warning)
     await _patch_cr_status(rt, "HAPair", HAPAIRS, body, status)
     return None
 

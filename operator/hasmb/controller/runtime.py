@@ -33,6 +33,22 @@ class Runtime:
     failure_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     # Per pair: in-flight takeover/giveback bookkeeping (status is the durable copy).
     pair_ops: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    event_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
+    event_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def post_event(self, body: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+        """Post an Event without holding up the reconcile (bounded concurrency)."""
+
+        async def post() -> None:
+            async with self.event_slots:
+                try:
+                    await self.kube.event(body, reason, message, warning)
+                except ApiError as exc:
+                    log.warning("event %s on %s: %s", reason, body["metadata"].get("name"), exc)
+
+        task = asyncio.create_task(post())
+        self.event_tasks.add(task)
+        task.add_done_callback(self.event_tasks.discard)
 
     def enqueue_svm(self, namespace: str, name: str) -> None:
         self.queue.add(("svm", namespace, name))
@@ -47,6 +63,8 @@ class Runtime:
 
     async def stop(self) -> None:
         self.queue.close()
+        if self.event_tasks:
+            await asyncio.wait(list(self.event_tasks), timeout=5)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -76,12 +94,10 @@ class Runtime:
         """Level-triggered safety net: everything is re-evaluated periodically."""
         while True:
             await asyncio.sleep(self.resync_seconds)
-            for body in self.store.all("SVM"):
-                md = body.get("metadata") or {}
-                self.enqueue_svm(md.get("namespace", ""), md.get("name", ""))
-            for body in self.store.all("HAPair"):
-                md = body.get("metadata") or {}
-                self.enqueue_pair(md.get("namespace", ""), md.get("name", ""))
+            for kind, label in (("SVM", "svm"), ("HAPair", "pair")):
+                for body in self.store.all(kind):
+                    md = body.get("metadata") or {}
+                    self.queue.add((label, md.get("namespace", ""), md.get("name", "")), low=True)
 
 
 def _split(key: Hashable) -> WorkKey:

@@ -8,7 +8,7 @@ stale view (taking ownership away from a pod) re-read the API first.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +17,8 @@ from hasmb.controller.render import LABEL_SVM
 
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
+
+_TOMBSTONES = 20000  # uids of deleted objects remembered
 
 # Kinds whose objects point at their SVM through spec.svm; the rest through the label.
 _SPEC_SVM_KINDS = frozenset({"Share", "LIF"})
@@ -54,11 +56,16 @@ class Store:
     objects: dict[str, dict[Key, Body]] = field(default_factory=lambda: defaultdict(dict))
     # (kind, namespace, svm) -> names
     by_svm: dict[tuple[str, str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    tombstones: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def put(self, kind: str, body: Body) -> Body | None:
-        """Store `body`; returns the previous version. Older versions never replace newer."""
+        """Store `body`; returns the previous version. Older versions never replace newer,
+        and an object whose deletion was seen never comes back (a reconcile may hold a
+        copy read just before the deletion)."""
         key = key_of(body)
         old = self.objects[kind].get(key)
+        if _uid(body) in self.tombstones:
+            return old
         if old is not None and resource_version(old) > resource_version(body) > 0:
             return old
         if old is not None:
@@ -76,8 +83,13 @@ class Store:
         pod can arrive after the ADDED event of its same-named replacement.
         """
         key = key_of(body)
+        uid = _uid(body)
+        if uid:
+            self.tombstones[uid] = None
+            if len(self.tombstones) > _TOMBSTONES:
+                self.tombstones.popitem(last=False)
         old = self.objects[kind].get(key)
-        if old is None or _uid(old) != _uid(body):
+        if old is None or _uid(old) != uid:
             return None
         del self.objects[kind][key]
         self._unindex(kind, old)

@@ -9,6 +9,7 @@ only then may a pod be deleted.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -310,10 +311,8 @@ def _reason(text: str | None) -> Reason | None:
 
 
 async def _event(rt: Runtime, body: Body, reason: str, message: str, warning: bool = False) -> None:
-    try:
-        await rt.kube.event(body, reason, message, warning)
-    except ApiError as exc:  # an Event is never worth failing a reconcile for
-        log.warning("event %s on %s: %s", reason, body["metadata"].get("name"), exc)
+    # Fire and forget: an Event is never worth delaying or failing a reconcile for.
+    rt.post_event(body, reason, message, warning)
 
 
 async def _record_move(
@@ -617,6 +616,7 @@ async def _write_svm_status(
 async def _write_share_statuses(
     rt: Runtime, shares: list[Share], owner: str | None, serving: bool
 ) -> None:
+    writes = []
     for share in shares:
         body = rt.store.get("Share", share.meta.namespace, share.meta.name)
         if body is None:
@@ -651,7 +651,8 @@ async def _write_share_statuses(
                     now_iso(),
                 ),
             }
-        await _patch_cr_status(rt, "Share", SHARES, body, status)
+        writes.append(_patch_cr_status(rt, "Share", SHARES, body, status))
+    await asyncio.gather(*writes)
 
 
 async def _write_lif_statuses(
@@ -659,6 +660,7 @@ async def _write_lif_statuses(
     lif_states: list[tuple[Body, LIF, list[str], LifDecision | None, Body | None]],
     svm: SVM,
 ) -> None:
+    writes = []
     for lif_body, lif, errors, d, svc in lif_states:
         body = rt.store.get("LIF", lif.meta.namespace, lif.meta.name) or lif_body
         gen = lif.meta.generation
@@ -666,7 +668,7 @@ async def _write_lif_statuses(
             reason = "IPConflict" if any("already used" in e for e in errors) else "InvalidSpec"
             status = _unready_status(body, reason, "; ".join(errors))
             status.update({"state": "Invalid", "homeNode": lif.home_node})
-            await _patch_cr_status(rt, "LIF", LIFS, body, status)
+            writes.append(_patch_cr_status(rt, "LIF", LIFS, body, status))
             continue
         ip = ((svc or {}).get("spec") or {}).get("clusterIP") or ""
         up = d.state != "Down"
@@ -703,4 +705,5 @@ async def _write_lif_statuses(
                 "reason": d.state,
                 "time": now_iso(),
             }
-        await _patch_cr_status(rt, "LIF", LIFS, body, status)
+        writes.append(_patch_cr_status(rt, "LIF", LIFS, body, status))
+    await asyncio.gather(*writes)
