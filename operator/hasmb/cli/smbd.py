@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
-import socket
 import sys
 
 from hasmb.handles import StoreError
@@ -25,6 +23,7 @@ from hasmb.smb.config import (
     parse_share_flag,
     parse_user_flag,
 )
+from hasmb.smb.ownership import CaOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,9 +36,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--netname", help="NetBIOS/DNS name of the server")
     p.add_argument("--state", help="handle-state store: file:DIR | configmap:NS/NAME | etcd:URL")
     p.add_argument("--owner-epoch", type=int, help="take the store at this epoch (default: +1)")
+    p.add_argument("--standby", action="store_true", help="follow the store; serve after takeover")
+    p.add_argument("--forward-to", help="HOST:PORT of the owner: relay clients there (standby)")
+    p.add_argument("--admin-listen", help="HOST:PORT for GET /status and POST /takeover")
+    p.add_argument("--heartbeat-interval", type=float, default=0.5, help="seconds (standby)")
+    p.add_argument("--heartbeat-misses", type=int, default=3, help="missed beats before takeover")
+    p.add_argument("--no-auto-takeover", action="store_true", help="take over only when told")
     p.add_argument("--log-level", help="debug, info, warning, error")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to drain on SIGTERM")
     return p
+
+
+def ca_options(args: argparse.Namespace) -> CaOptions:
+    return CaOptions(
+        standby=args.standby,
+        admin_listen=args.admin_listen or "",
+        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_misses=args.heartbeat_misses,
+        auto_takeover=not args.no_auto_takeover,
+    )
 
 
 def load_config(args: argparse.Namespace) -> SmbdConfig:
@@ -54,6 +69,8 @@ def load_config(args: argparse.Namespace) -> SmbdConfig:
         cfg.log_level = args.log_level
     if args.owner_epoch:
         cfg.owner_epoch = args.owner_epoch
+    if args.forward_to:
+        cfg.forward_to = args.forward_to
     if args.users_dir:
         cfg.users_dir = args.users_dir
     for spec in args.share:
@@ -69,32 +86,12 @@ def load_config(args: argparse.Namespace) -> SmbdConfig:
     return cfg
 
 
-async def serve(cfg: SmbdConfig, drain_timeout: float) -> int:
+async def serve(cfg: SmbdConfig, drain_timeout: float, ca: CaOptions | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (exit 0) or until fenced by a newer owner (exit 3)."""
+    from hasmb.smb.ownership import run
     from hasmb.smb.server import SmbServer
 
-    server = SmbServer(cfg)
-    store = None
-    if cfg.state:
-        # persistent opens of the previous owner are loaded before the first client
-        from hasmb.smb.persistence import own_store
-
-        owner = f"{cfg.netname}@{socket.gethostname()}:{os.getpid()}"
-        store = await own_store(server, cfg.state, owner=owner, epoch=cfg.owner_epoch or None)
-    host, port = cfg.listen_host_port()
-    await server.start(host, port)
-    stop = asyncio.Event()
-    server.install_signal_handlers(stop)
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.ca.fenced.wait())]
-    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    for w in waits:
-        w.cancel()
-    fenced = server.ca.fenced.is_set()
-    logging.getLogger("hasmb.smb").info("draining (up to %.0f s)", 0 if fenced else drain_timeout)
-    await server.stop(0 if fenced else drain_timeout)
-    await server.ca.shutdown()
-    if store is not None:
-        await store.close()
-    return 3 if fenced else 0
+    return await run(SmbServer(cfg), cfg, ca or CaOptions(), drain_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(serve(cfg, args.drain_timeout))
+        return asyncio.run(serve(cfg, args.drain_timeout, ca_options(args)))
     except (ValueError, OSError, StoreError) as exc:
         print(f"hasmb-smbd: {exc}", file=sys.stderr)
         return 1

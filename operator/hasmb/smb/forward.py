@@ -1,0 +1,276 @@
+"""Indirect access and standby takeover: a hasmb-smbd that does not own the SVM.
+
+While another server owns the handle-state store, this one
+- keeps a warm copy of the store (`StoreFollower`), so a takeover needs no cold load;
+- relays every SMB connection arriving on its listen address to the owner
+  (`--forward-to HOST:PORT`), byte for byte, as ONTAP forwards over its cluster
+  interconnect (indirect access);
+- watches the owner: a heartbeat TCP connect every `heartbeat_interval`.
+
+It takes over when told (SIGUSR1, or POST /takeover on the admin endpoint) or
+when the owner misses `heartbeat_misses` heartbeats in a row: it raises the
+store's epoch (fencing the old owner's writes), waits until its follower has
+everything written under the older epochs, adopts those persistent opens as
+disconnected (each with its remaining reclaim window), breaks the forwarded
+connections and serves locally from then on. Clients reconnect to the same
+address and reclaim their handles with DH2C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+from hasmb.handles import HandleStore, StoreFollower
+
+if TYPE_CHECKING:
+    from hasmb.smb.server import SmbServer
+
+log = logging.getLogger("hasmb.smb.forward")
+
+Role = Literal["standby", "taking-over", "owner"]
+
+
+@dataclass(eq=False)
+class Relay:
+    """One forwarded client connection."""
+
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter | None = None
+    task: asyncio.Task[None] | None = None
+
+    def close(self) -> None:
+        for w in (self.client, self.upstream):
+            if w is not None:
+                with contextlib.suppress(Exception):
+                    w.transport.abort()
+
+
+@dataclass(eq=False)
+class Standby:
+    server: SmbServer
+    store: HandleStore
+    owner_name: str
+    forward_to: tuple[str, int] | None = None
+    epoch: int | None = None  # ownerEpoch from the cluster; None = current + 1
+    heartbeat_interval: float = 0.5
+    heartbeat_misses: int = 3
+    auto_takeover: bool = True
+    role: Role = "standby"
+    relays: set[Relay] = field(default_factory=set)
+    taken_over: asyncio.Event = field(default_factory=asyncio.Event)
+    takeover_seconds: float = 0.0
+    _follower: StoreFollower | None = None
+    _listener: asyncio.AbstractServer | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    # ------------------------------------------------------------ lifecycle
+    async def start(self, host: str, port: int) -> int:
+        from hasmb.smb.fileinfo import filetime_now
+        from hasmb.smb.server import MAX_PDU
+
+        self._follower = StoreFollower(self.store, retry_delay=0.2)
+        self._follower.start()
+        self.server.start_time = filetime_now()
+        # one listener for both roles: relay while standby, serve once owner
+        self._listener = await asyncio.start_server(
+            self._accept, host, port, reuse_address=True, limit=MAX_PDU
+        )
+        bound: int = self._listener.sockets[0].getsockname()[1]
+        log.info(
+            "hasmb-smbd listening on %s:%d (standby%s)",
+            host,
+            bound,
+            f", forwarding to {self.forward_to[0]}:{self.forward_to[1]}" if self.forward_to else "",
+        )
+        if self.forward_to is not None and self.auto_takeover:
+            self._spawn(self._watch_owner())
+        return bound
+
+    async def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for r in list(self.relays):
+            r.close()
+        if self._listener is not None:
+            self._listener.close()
+        if self._follower is not None:
+            await self._follower.stop()
+
+    def _spawn(self, coro: object) -> None:
+        assert asyncio.iscoroutine(coro)
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def request_takeover(self, reason: str) -> None:
+        if self.role == "standby":
+            self._spawn(self.take_over(reason))
+
+    # ------------------------------------------------------------ connections
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.role == "owner":
+            await self.server._accept(reader, writer)  # the server's own entry point
+            return
+        if self.forward_to is None or self.role == "taking-over":
+            writer.transport.abort()  # nothing to serve yet: the client retries
+            return
+        await self._relay(reader, writer)
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self.forward_to is not None
+        relay = Relay(writer)
+        self.relays.add(relay)
+        try:
+            try:
+                up_reader, up_writer = await asyncio.wait_for(
+                    asyncio.open_connection(*self.forward_to), timeout=2.0
+                )
+            except (OSError, TimeoutError):
+                log.warning("owner %s:%d unreachable; dropping a client", *self.forward_to)
+                if self.auto_takeover:
+                    self._spawn(self._check_owner_now())
+                return
+            relay.upstream = up_writer
+            for w in (writer, up_writer):
+                _nodelay(w)
+            await asyncio.gather(
+                _pump(reader, up_writer), _pump(up_reader, writer), return_exceptions=True
+            )
+        finally:
+            self.relays.discard(relay)
+            relay.close()
+
+    # ------------------------------------------------------------ failure detection
+    async def _owner_alive(self) -> bool:
+        assert self.forward_to is not None
+        try:
+            _, w = await asyncio.wait_for(asyncio.open_connection(*self.forward_to), 1.0)
+        except (OSError, TimeoutError):
+            return False
+        w.transport.abort()
+        return True
+
+    async def _watch_owner(self) -> None:
+        missed = 0
+        while self.role == "standby":
+            if await self._owner_alive():
+                missed = 0
+            else:
+                missed += 1
+                log.warning("owner missed heartbeat %d/%d", missed, self.heartbeat_misses)
+                if missed >= self.heartbeat_misses:
+                    await self.take_over("owner heartbeat lost")
+                    return
+            await asyncio.sleep(self.heartbeat_interval)
+
+    async def _check_owner_now(self) -> None:
+        for _ in range(self.heartbeat_misses):
+            if await self._owner_alive():
+                return
+            await asyncio.sleep(self.heartbeat_interval / 2)
+        await self.take_over("owner unreachable from a forwarded connection")
+
+    # ------------------------------------------------------------ takeover
+    async def take_over(self, reason: str) -> None:
+        async with self._lock:
+            if self.role != "standby":
+                return
+            started = time.monotonic()
+            self.role = "taking-over"
+            log.warning("taking over (%s)", reason)
+            # stop forwarding at once: clients reconnect here and find us serving
+            for r in list(self.relays):
+                r.close()
+            epoch = await self.store.take_ownership(self.owner_name, self.epoch)
+            assert self._follower is not None
+            try:
+                async with asyncio.timeout(10):
+                    await self._follower.wait_epoch(epoch)
+                records = list(self._follower.mirror.records.values())
+            except TimeoutError:
+                log.warning("follower did not reach epoch %d; loading the store cold", epoch)
+                records = await self.store.load_all()
+            await self._follower.stop()
+            await self.server.ca.attach(self.store, records)
+            self.role = "owner"
+            self.takeover_seconds = time.monotonic() - started
+            self.taken_over.set()
+            log.warning(
+                "took over at epoch %d in %.3f s: %d persistent open(s) awaiting reclaim",
+                epoch,
+                self.takeover_seconds,
+                len(records),
+            )
+
+    def status(self) -> dict[str, object]:
+        return {
+            "role": self.role,
+            "epoch": self.store.epoch,
+            "forwardTo": f"{self.forward_to[0]}:{self.forward_to[1]}" if self.forward_to else "",
+            "forwarded": len(self.relays),
+            "followerSynced": bool(self._follower and self._follower.mirror.synced),
+            "mirroredOpens": len(self._follower.mirror.records) if self._follower else 0,
+            "takeoverSeconds": self.takeover_seconds,
+        }
+
+
+def _nodelay(writer: asyncio.StreamWriter) -> None:
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            data = await src.read(256 * 1024)
+            if not data:
+                break
+            dst.write(data)
+            await dst.drain()
+    finally:
+        with contextlib.suppress(Exception):
+            dst.transport.abort()
+
+
+async def serve_admin(host: str, port: int, standby: Standby | None) -> asyncio.AbstractServer:
+    """A minimal HTTP admin endpoint: GET /status, POST /takeover."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            code: int = 404
+            body: dict[str, object] = {"error": "not found"}
+            if path == "/status" and method == "GET":
+                code = 200
+                body = standby.status() if standby is not None else {"role": "owner"}
+            elif path == "/takeover" and method == "POST":
+                if standby is None or standby.role == "owner":
+                    code, body = 200, {"role": "owner"}
+                else:
+                    standby.request_takeover("admin request")
+                    code, body = 202, {"role": standby.role}
+            payload = json.dumps(body).encode()
+            writer.write(
+                f"HTTP/1.1 {code} {'OK' if code < 300 else 'Not Found'}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                "Connection: close\r\n\r\n".encode()
+                + payload
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, ValueError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, host, port, reuse_address=True)
