@@ -222,10 +222,19 @@ def start_lease_break(server: SmbServer, lease: Lease, new_state: int) -> bool:
     if ack:
         lease.breaking = True
         lease.breaking_to = new_state
+        lease.break_notified = new_state
         lease.break_done = asyncio.Event()
     else:
         lease.state = new_state
     return ack
+
+
+def _next_step(state: int, target: int) -> int:
+    """Further breaks while one was pending go one level at a time: W, then H, then R."""
+    for bit in (LEASE_WRITE, LEASE_HANDLE):
+        if state & bit and not target & bit:
+            return state & ~bit
+    return state & target
 
 
 async def break_for_open(req: Request, node: FileNode, access: int, p: Any) -> None:
@@ -387,13 +396,19 @@ async def _lease_ack(req: Request) -> bytes:
     if lease is None:
         raise SmbError(Status.OBJECT_NAME_NOT_FOUND)
     if not lease.breaking:
-        raise SmbError(Status.REQUEST_NOT_ACCEPTED)
-    if state & ~lease.breaking_to:
-        lease.state = lease.breaking_to
-        lease.breaking = False
-        lease.break_done.set()
-        raise SmbError(Status.REQUEST_NOT_ACCEPTED)
+        raise SmbError(Status.UNSUCCESSFUL)
+    if state & ~lease.break_notified:
+        raise SmbError(Status.REQUEST_NOT_ACCEPTED)  # the lease stays in its break
     lease.state = state
+    target = lease.breaking_to
+    if state & ~target:
+        nxt = _next_step(state, target)
+        ack_needed = bool(state & (LEASE_WRITE | LEASE_HANDLE))
+        send_lease_break(req.server, lease, nxt, ack_needed)
+        if ack_needed:
+            lease.break_notified = nxt
+            return _LEASE_ACK.pack(36, 0, 0, key, state, 0)
+        lease.state = nxt
     lease.breaking = False
     lease.break_done.set()
     return _LEASE_ACK.pack(36, 0, 0, key, state, 0)

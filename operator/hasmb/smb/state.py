@@ -97,7 +97,8 @@ class Lease:
     version: int = 1
     parent_key: bytes = b""
     breaking: bool = False
-    breaking_to: int = 0
+    breaking_to: int = 0  # where all pending conflicts want the lease to end up
+    break_notified: int = 0  # the state the client was told to break to (and must ack)
     break_done: asyncio.Event = field(default_factory=asyncio.Event)
     opens: list[Open] = field(default_factory=list)
 
