@@ -20,12 +20,14 @@ from pathlib import Path
 
 import pytest
 from smbprotocol.exceptions import SMBResponseException
+from smbprotocol.open import LockFlags, SMB2LockElement
 
 from hasmb.probe.ca_client import CaFile, CaTarget
 from tests.support.smbd import SmbdProcess, start_smbd
 from tests.support.smbproto import connect
 
 FILE_NOT_AVAILABLE = 0xC0000467
+FILE_LOCK_CONFLICT = 0xC0000054
 BACKENDS = ["file", "etcd", "configmap"]
 
 
@@ -117,6 +119,14 @@ def test_persistent_handle_survives_kill_9(tmp_path: Path, state_args: list[str]
             assert keep.write(i * 4096, block) == 4096
             acked[i * 4096] = block
         lapse.write(0, b"x" * 100)
+        # a byte-range lock of the persistent open must survive the server too
+        lock = SMB2LockElement()
+        lock["offset"] = 4096
+        lock["length"] = 4096
+        lock["flags"] = (
+            LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
+        )
+        keep._open.lock([lock])
 
         first.proc.kill()  # kill -9: no drain, no goodbye
         first.proc.wait(10)
@@ -135,6 +145,14 @@ def test_persistent_handle_survives_kill_9(tmp_path: Path, state_args: list[str]
             assert keep.read(offset, 4096) == block
         keep.write(16 * 4096, b"after")
         assert keep.read(16 * 4096, 5) == b"after"
+        # the reclaimed open still holds its lock: another reader of that range conflicts
+        with connect(second, "ca") as other:
+            op = other.open("keep.bin", access=0x00120089)  # FILE_GENERIC_READ
+            assert op.read(0, 4096) == acked[0]
+            with pytest.raises(SMBResponseException) as conflict:
+                op.read(4096, 4096)
+            assert conflict.value.status == FILE_LOCK_CONFLICT
+            op.close()
 
         # lapse.bin was never reclaimed: its window expires and the file is free again
         wait_until(lambda: refused_status(second, "lapse.bin") == 0, "window expiry", 20)
