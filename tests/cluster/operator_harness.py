@@ -69,6 +69,7 @@ class OperatorEnv:
     stop_renewing: threading.Event = field(default_factory=threading.Event)
     # When set, the operator runs with these credentials (the manifests' ServiceAccount).
     operator_kubeconfig: Path | None = None
+    operator_args: list[str] = field(default_factory=list)
 
     # --- kubectl --------------------------------------------------------------------
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
@@ -250,7 +251,7 @@ class OperatorEnv:
         if self.operator_kubeconfig is not None:
             env["KUBECONFIG"] = str(self.operator_kubeconfig)
         self.proc = subprocess.Popen(
-            [str(VENV_BIN / "hasmb-operator"), "-n", self.namespace],
+            [str(VENV_BIN / "hasmb-operator"), "-n", self.namespace, *self.operator_args],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -15,8 +18,25 @@ def env(
     kube_cluster: KubeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorEnv]:
     for e in operator_env(kube_cluster, tmp_path_factory.mktemp("operator"), "hasmb-fo"):
+        # Restart with metrics on a free loopback port.
+        e.stop_operator()
+        e.proc = None
+        e.operator_args = ["--metrics", f"127.0.0.1:{_free_port()}", "--log-format", "json"]
+        e.start_operator()
         e.install_samples()
         yield e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _metrics(env: OperatorEnv) -> str:
+    listen = env.operator_args[env.operator_args.index("--metrics") + 1]
+    with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as resp:
+        return str(resp.read().decode())
 
 
 def _owner_is(env: OperatorEnv, node: str, epoch: int) -> bool:
@@ -122,3 +142,19 @@ def test_without_auto_giveback_the_takeover_holds_until_giveback(env: OperatorEn
         env.kubectl(
             "patch", "hapair", "pair1", "--type=merge", "-p", '{"spec":{"autoGiveback":true}}'
         )
+
+
+def test_metrics_and_structured_logs_tell_the_story(env: OperatorEnv) -> None:
+    text = _metrics(env)
+    moves = [
+        line
+        for line in text.splitlines()
+        if line.startswith('hasmb_operator_ownership_moves_total{reason="Failover"}')
+    ]
+    assert moves and float(moves[0].split()[-1]) >= 3, text[:2000]
+    assert 'hasmb_operator_reconcile_seconds_count{kind="svm"}' in text
+    assert "hasmb_operator_ownership_move_seconds_bucket" in text
+    records = [
+        json.loads(line) for line in env.log_path.read_text().splitlines() if line.startswith("{")
+    ]
+    assert any("takes over" in r.get("message", "") for r in records)

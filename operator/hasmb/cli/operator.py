@@ -24,6 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
     p.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default 8)")
     p.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    p.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus metrics here")
+    p.add_argument(
+        "--log-format", choices=["plain", "json"], default="plain", help="json: one object a line"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     return p
@@ -40,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import hasmb.controller.handlers  # noqa: F401 - registers the handlers
 
-    kopf.configure(verbose=args.verbose, quiet=args.quiet)
+    log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=args.verbose, quiet=args.quiet, log_format=log_format)
     if not args.verbose:
         # kopf logs every watch-event handler call; our reconcilers log what matters.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             clusterwide=bool(args.all_namespaces),
             namespaces=args.namespace,
             liveness_endpoint=args.liveness,
-            memo=kopf.Memo(workers=args.workers),
+            memo=kopf.Memo(workers=args.workers, metrics_listen=args.metrics),
             stop_flag=stop,
         )
 

@@ -41,6 +41,8 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.watching.server_timeout = 300
     kube = await KubeClient.connect()
     runtime = Runtime(kube=kube, workers=int(memo.get("workers", 8)))
+    if memo.get("metrics_listen"):
+        runtime.metrics.serve(str(memo["metrics_listen"]))
     memo["runtime"] = runtime
     runtime.start({"svm": reconcile_svm, "pair": reconcile_pair})
 

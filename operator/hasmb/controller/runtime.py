@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hasmb.controller.metrics import Metrics
 from hasmb.controller.store import Store
 from hasmb.controller.workqueue import WorkQueue
 from hasmb.kube.client import ApiError, KubeClient
@@ -33,6 +34,7 @@ class Runtime:
     failure_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     # Per pair: in-flight takeover/giveback bookkeeping (status is the durable copy).
     pair_ops: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
     event_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     event_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -73,21 +75,26 @@ class Runtime:
     async def _worker(self, handlers: dict[str, Reconcile]) -> None:
         while True:
             key = await self.queue.get()
+            kind, namespace, name = _split(key)
+            self.metrics.queue_depth.set(len(self.queue))
+            started = time.monotonic()
             try:
-                kind, namespace, name = _split(key)
                 requeue = await handlers[kind](self, namespace, name)
                 if requeue is not None:
                     self.queue.add_after(key, requeue)
             except asyncio.CancelledError:
                 raise
             except ApiError as exc:
+                self.metrics.reconcile_errors.labels(kind).inc()
                 level = logging.INFO if exc.conflict else logging.WARNING
                 log.log(level, "reconcile %s: %s; retrying", key, exc)
                 self.queue.add_after(key, 0.2 if exc.conflict else 2.0)
             except Exception:
+                self.metrics.reconcile_errors.labels(kind).inc()
                 log.exception("reconcile %s failed; retrying", key)
                 self.queue.add_after(key, 5.0)
             finally:
+                self.metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
                 self.queue.done(key)
 
     async def _resync(self) -> None:

@@ -364,8 +364,10 @@ async def _record_move(
                 f"autoGiveback is off: {old} stays taken over; run `kubectl hasmb giveback {old}`",
                 warning=True,
             )
+    rt.metrics.ownership_moves.labels(decision.reason.value).inc()
     return {
         "kind": kind,
+        "reason": decision.reason.value,
         "record": {
             "from": old or "",
             "to": decision.owner or "",
@@ -386,6 +388,7 @@ async def _complete_move(rt: Runtime, body: Body, move: dict[str, Any]) -> None:
     end = rt.clock()
     record["completionTime"] = _iso(end)
     record["durationSeconds"] = round(max(0.0, end - start), 3)
+    rt.metrics.move_seconds.labels(move["reason"]).observe(record["durationSeconds"])
     md = body["metadata"]
     patched = await rt.kube.patch_status(SVMS, md["namespace"], md["name"], {move["kind"]: record})
     rt.store.put("SVM", patched)
@@ -393,6 +396,7 @@ async def _complete_move(rt: Runtime, body: Body, move: dict[str, Any]) -> None:
 
 
 async def _lif_moved(rt: Runtime, lif_body: Body, old: str | None, d: LifDecision) -> None:
+    rt.metrics.lif_moves.labels(d.state).inc()
     reason = {"Home": "Reverted", "Migrated": "Migrated", "FailedOver": "FailedOver"}.get(
         d.state, d.state
     )
