@@ -119,6 +119,7 @@ async def grant_on_create(req: Request, p: Any, op: Open) -> None:
         lease = table.get(lkey)
         if lease is not None and lease.file_key != node.key:
             raise SmbError(Status.INVALID_PARAMETER, "lease key reused for another file")
+        fresh = lease is None
         if lease is None:
             lease = Lease(
                 client_guid=req.conn.client_guid,
@@ -143,7 +144,18 @@ async def grant_on_create(req: Request, p: Any, op: Open) -> None:
             if any(o.oplock_level in (OPLOCK_LEVEL_EXCLUSIVE, OPLOCK_LEVEL_BATCH) for o in foreign):
                 allowed = 0
         if not lease.breaking:
-            new_state = lease.state | (want & allowed)
+            if fresh:
+                # a new lease gets the part of the request that can be shared
+                new_state = want & allowed
+                if new_state and not new_state & LEASE_READ:
+                    new_state = 0
+            elif (
+                want & lease.state == lease.state and want != lease.state and not (want & ~allowed)
+            ):
+                # an existing lease changes only to a strict superset that fits entirely
+                new_state = want
+            else:
+                new_state = lease.state
             if new_state != lease.state:
                 lease.state = new_state
                 lease.epoch += 1
