@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hasmb.handles import PersistentOpenRecord, open_store
 from tests.cluster.operator_harness import OperatorEnv, operator_env, ready
 from tests.support.cluster import KubeCluster
 
@@ -102,6 +103,39 @@ def test_config_map_holds_the_rendered_smbd_config(env: OperatorEnv) -> None:
     assert sorted(i["node"] for i in config["witness"]["interfaces"]) == sorted(env.nodes)
 
 
+async def test_handle_store_works_on_the_objects_the_operator_made(env: OperatorEnv) -> None:
+    """The rendered `state` URL opens the real configmap store; the owner fences with
+    the Lease's epoch, as hasmb-smbd does on takeover."""
+    config = yaml.safe_load(env.get("configmap", "svm1-config")["data"]["hasmb-smbd.yaml"])
+    holder, epoch = env.lease("svm1")
+    assert holder == env.nodes[0] and epoch >= 1
+    store = open_store(config["state"], kubeconfig=str(env.cluster.kubeconfig))
+    try:
+        assert await store.take_ownership(holder, epoch) == epoch
+        record = PersistentOpenRecord(
+            persistent_id=7,
+            volatile_id=8,
+            create_guid=b"c" * 16,
+            client_guid=b"k" * 16,
+            share="vms",
+            path="disk.vhdx",
+            desired_access=0x12019F,
+            share_access=7,
+            create_options=0,
+            file_attributes=0x20,
+            oplock_level=0,
+            durable_timeout_ms=60000,
+            user="alice",
+        )
+        await store.put(record)
+        assert [r.persistent_id for r in await store.load_all()] == [7]
+    finally:
+        await store.close()
+    meta = env.get("configmap", "svm1-state-meta")
+    assert meta["data"]["epoch"] == str(epoch) and meta["data"]["owner"] == holder
+    assert meta["metadata"]["labels"]["hasmb.io/svm"] == "svm1"
+
+
 def test_share_change_reaches_config_without_restarting_pods(env: OperatorEnv) -> None:
     uids = {n: p["metadata"]["uid"] for n, p in env.svm_pods("svm1").items()}
     share = {
@@ -130,6 +164,7 @@ def test_share_change_reaches_config_without_restarting_pods(env: OperatorEnv) -
 
 def test_deleting_the_svm_removes_what_it_created(env: OperatorEnv) -> None:
     env.kubectl("delete", "svm", "svm1", "--timeout=30s")
+    assert not env.list("configmaps", "hasmb.io/handle-store=svm1-state")
     for kind in ("pods", "services", "configmaps", "leases"):
         env.wait(
             lambda kind=kind: not env.list(kind, "hasmb.io/svm=svm1"), 30, f"{kind} of svm1 gone"

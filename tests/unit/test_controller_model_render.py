@@ -185,3 +185,18 @@ def test_store_ignores_late_events_of_a_replaced_object() -> None:
     # A copy read before the deletion (e.g. a fresh GET in flight) must not resurrect it.
     store.put("Pod", new)
     assert store.get("Pod", "ns1", "p") is None
+
+
+def test_state_store_objects_follow_the_configmap_store_layout() -> None:
+    from hasmb.handles.configmap_store import EPOCH_KEY, LABEL_ROLE, LABEL_STORE
+
+    objs = {o["metadata"]["name"]: o for o in render.state_store_objects(SVM1)}
+    assert set(objs) == {"svm1-state-meta", *(f"svm1-state-{i}" for i in range(4))}
+    meta = objs["svm1-state-meta"]
+    assert meta["data"] == {EPOCH_KEY: "0", "owner": "", "shards": "4"}
+    assert meta["metadata"]["labels"][LABEL_STORE] == "svm1-state"
+    assert meta["metadata"]["labels"][LABEL_ROLE] == "meta"
+    assert objs["svm1-state-2"]["data"] == {EPOCH_KEY: "0"}
+    for obj in objs.values():
+        assert obj["metadata"]["labels"][render.LABEL_SVM] == "svm1"
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"

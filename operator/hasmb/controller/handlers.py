@@ -16,7 +16,7 @@ import kopf
 from hasmb.controller.facts import node_facts
 from hasmb.controller.model import GROUP, VERSION
 from hasmb.controller.pair_reconcile import reconcile_pair
-from hasmb.controller.render import LABEL_SVM
+from hasmb.controller.render import LABEL_STORE, LABEL_SVM
 from hasmb.controller.runtime import Runtime
 from hasmb.controller.store import key_of, resource_version, svm_of
 from hasmb.controller.svm_reconcile import reconcile_svm
@@ -208,9 +208,16 @@ async def _svm_deleted(
     rt = _rt(memo)
     if rt is None:
         raise kopf.TemporaryError("operator is starting", delay=1)
-    selector = f"{LABEL_SVM}={name}"
     removed = 0
-    for res in (PODS, SERVICES, CONFIGMAPS, LEASES):
+    selectors = [
+        (PODS, f"{LABEL_SVM}={name}"),
+        (SERVICES, f"{LABEL_SVM}={name}"),
+        (CONFIGMAPS, f"{LABEL_SVM}={name}"),
+        # Shards hasmb-smbd added itself carry only the store's label.
+        (CONFIGMAPS, f"{LABEL_STORE}={name}-state"),
+        (LEASES, f"{LABEL_SVM}={name}"),
+    ]
+    for res, selector in selectors:
         for item in await rt.kube.list(res, namespace, selector):
             removed += await rt.kube.delete(res, namespace, item["metadata"]["name"])
     logger.info("SVM %s/%s deleted: removed %d objects", namespace, name, removed)

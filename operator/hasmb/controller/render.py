@@ -141,19 +141,38 @@ def config_map(svm: SVM, config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def state_config_map(svm: SVM) -> dict[str, Any]:
-    """Shard 0 of the configmap handle-state store; hasmb-smbd adds further shards."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": svm.state_map_name,
-            "namespace": svm.meta.namespace,
-            "labels": svm_labels(svm, "state"),
-            "ownerReferences": _svm_owner(svm),
-        },
-        "data": {},
-    }
+# The configmap handle-state store's layout (hasmb.handles.configmap_store): NAME-meta
+# holds {epoch, owner, shards}, NAME-0..N-1 hold {epoch, records...}. The operator
+# creates them empty (epoch 0) so they carry hasmb.io/svm and an owner reference;
+# hasmb-smbd raises the epoch to the Lease's on takeover and adds shards as needed.
+LABEL_STORE = "hasmb.io/handle-store"
+LABEL_STORE_ROLE = "hasmb.io/handle-store-role"
+STATE_SHARDS = 4
+
+
+def state_store_objects(svm: SVM) -> list[dict[str, Any]]:
+    store = svm.state_map_name
+
+    def obj(name: str, role: str, data: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": svm.meta.namespace,
+                "labels": {
+                    **svm_labels(svm, "state"),
+                    LABEL_STORE: store,
+                    LABEL_STORE_ROLE: role,
+                },
+                "ownerReferences": _svm_owner(svm),
+            },
+            "data": data,
+        }
+
+    meta = obj(f"{store}-meta", "meta", {"epoch": "0", "owner": "", "shards": str(STATE_SHARDS)})
+    shards = [obj(f"{store}-{i}", "shard", {"epoch": "0"}) for i in range(STATE_SHARDS)]
+    return [meta, *shards]
 
 
 def _pod_template(svm: SVM) -> dict[str, Any]:

@@ -289,11 +289,11 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
             {"metadata": {"annotations": cm["metadata"]["annotations"]}, "data": cm["data"]},
         )
         store.put("ConfigMap", patched)
-    if (
-        svm.state_store == "configmap"
-        and store.get("ConfigMap", namespace, svm.state_map_name) is None
-    ):
-        await _create_or_fetch(rt, "ConfigMap", CONFIGMAPS, render.state_config_map(svm))
+    if svm.state_store == "configmap":
+        for state_obj in render.state_store_objects(svm):
+            if store.get("ConfigMap", namespace, state_obj["metadata"]["name"]) is None:
+                # Never overwrite: an existing object holds handle state.
+                await _create_or_fetch(rt, "ConfigMap", CONFIGMAPS, state_obj)
 
     await _write_svm_status(
         rt, body, svm, view, decision, owner, epoch, pods, actions.waiting, desired_hash
