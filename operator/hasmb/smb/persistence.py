@@ -398,6 +398,13 @@ class ContinuousAvailability:
             share_ca=op.tree.share.config.continuously_available,
             persistent_capable=bool(req.conn.server_capabilities & CAP_PERSISTENT_HANDLES),
         )
+        if d.kind == "v2":
+            # replayable by CreateGuid whether or not durability is granted (as Samba)
+            self.actions[op.persistent_id] = int(req.extra.get("create_action", FILE_OPENED))
+            self.replay_eligible.add(op.persistent_id)
+            op.create_guid = d.create_guid
+            op.app_instance_id = d.app_instance_id
+            self.server.state.by_create_guid[d.create_guid] = op
         ctx = durable.response_context(d, grant)
         if ctx is None:
             return
@@ -405,14 +412,7 @@ class ContinuousAvailability:
         op.is_persistent = grant.persistent
         op.durable_timeout_ms = grant.timeout_ms
         op.client_guid = req.conn.client_guid
-        session = req.require_session()
-        self.users[op.persistent_id] = session.user
-        if d.kind == "v2":
-            self.actions[op.persistent_id] = int(req.extra.get("create_action", FILE_OPENED))
-            self.replay_eligible.add(op.persistent_id)
-            op.create_guid = d.create_guid
-            op.app_instance_id = d.app_instance_id
-            self.server.state.by_create_guid[d.create_guid] = op
+        self.users[op.persistent_id] = req.require_session().user
         if op.is_persistent:
             try:
                 await self.persist(op)
