@@ -113,6 +113,8 @@ class ContinuousAvailability:
     actions: dict[int, int] = field(default_factory=dict)
     # opens whose CREATE may still be replayed: no other request has used them yet
     replay_eligible: set[int] = field(default_factory=set)
+    # persistent id -> LockSequenceIndex -> LockSequenceNumber of the last applied LOCK
+    lock_sequences: dict[int, dict[int, int]] = field(default_factory=dict)
     _timers: dict[int, asyncio.TimerHandle] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -596,6 +598,7 @@ class ContinuousAvailability:
         self.users.pop(op.persistent_id, None)
         self.actions.pop(op.persistent_id, None)
         self.replay_eligible.discard(op.persistent_id)
+        self.lock_sequences.pop(op.persistent_id, None)
         self.seqs.pre_requests.pop(op.persistent_id, None)
         if op.create_guid and self.server.state.by_create_guid.get(op.create_guid) is op:
             del self.server.state.by_create_guid[op.create_guid]
@@ -616,16 +619,45 @@ class ContinuousAvailability:
 
     # ------------------------------------------------------------ locks and leases
     def _wrap_persisting(self, inner: Handler) -> Handler:
-        """LOCK: the new lock set of a persistent open is stored before the reply."""
+        """LOCK: LockSequence replay detection (3.3.5.14) for durable, resilient and
+        persistent opens; the new lock set of a persistent open is stored before the reply."""
 
         async def handler(req: Request) -> bytes:
+            bucket = self._lock_bucket(req)
+            if bucket is not None:
+                op, index, number = bucket
+                buckets = self.lock_sequences.setdefault(op.persistent_id, {})
+                if buckets.get(index) == number:
+                    return struct.pack("<HH", 4, 0)  # a replay of a lock already applied
+                buckets.pop(index, None)
             body = await inner(req)
-            op = self._open_of_compound(req)
-            if op is not None and op.is_persistent and not op.closed:
-                await self.persist(op)
+            if bucket is not None:
+                self.lock_sequences.setdefault(bucket[0].persistent_id, {})[bucket[1]] = bucket[2]
+            done = self._open_of_compound(req)
+            if done is not None and done.is_persistent and not done.closed:
+                await self.persist(done)
             return body
 
         return handler
+
+    def _lock_bucket(self, req: Request) -> tuple[Open, int, int] | None:
+        if req.conn.dialect < 0x0210 or len(req.msg) < 64 + 24:
+            return None
+        seq, fid = struct.unpack_from("<I16s", req.msg, 64 + 4)
+        # LockSequenceNumber is the low 4 bits, LockSequenceIndex the 28 above (as
+        # Windows and Samba read 2.2.26)
+        index, number = seq >> 4, seq & 0xF
+        if not 1 <= index <= 64:
+            return None
+        if fid == b"\xff" * 16:
+            fid = req.compound.file_id
+        op = self.server.state.opens.get(int.from_bytes(fid[:8], "little")) if fid else None
+        if op is None or op.closed or op.volatile_id != int.from_bytes(fid[8:16], "little"):
+            return None
+        eligible = op.resilient_timeout_ms > 0 or (
+            req.conn.dialect >= DIALECT_300 and (op.is_durable or op.is_persistent)
+        )
+        return (op, index, number) if eligible else None
 
     def _wrap_break(self, inner: Handler) -> Handler:
         """OPLOCK_BREAK acknowledgments change what persistent opens hold."""
