@@ -217,3 +217,80 @@ def test_old_owner_is_fenced_when_another_takes_the_store(tmp_path: Path) -> Non
         assert f.read(0, 6) == b"before"
         f.close()
         assert b.stop() == 0, b.log()
+
+
+def open_with_app_instance(port: int, name: str, app_id: bytes, user: str, pw: str) -> object:
+    """A CA open as a Hyper-V host makes it: DH2Q persistent + AppInstanceId."""
+    from smbprotocol.connection import Capabilities, Connection, Dialects
+    from smbprotocol.create_contexts import (
+        CreateContextName,
+        DurableHandleFlags,
+        SMB2CreateAppInstanceId,
+        SMB2CreateContextRequest,
+        SMB2CreateDurableHandleRequestV2,
+    )
+    from smbprotocol.open import (
+        CreateDisposition,
+        CreateOptions,
+        FilePipePrinterAccessMask,
+        ImpersonationLevel,
+        Open,
+    )
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
+    conn = Connection(uuid.uuid4(), "127.0.0.1", port)
+    conn.client_capabilities |= Capabilities.SMB2_GLOBAL_CAP_PERSISTENT_HANDLES
+    conn.connect(Dialects.SMB_3_1_1)
+    session = Session(conn, user, pw, require_encryption=False)
+    session.connect()
+    tree = TreeConnect(session, r"\\127.0.0.1\ca")
+    tree.connect()
+    dh2q = SMB2CreateDurableHandleRequestV2()
+    dh2q["timeout"] = 60_000
+    dh2q["flags"] = DurableHandleFlags.SMB2_DHANDLE_FLAG_PERSISTENT
+    dh2q["create_guid"] = uuid.uuid4()
+    app = SMB2CreateAppInstanceId()
+    app["app_instance_id"] = app_id
+    contexts = []
+    for name_, data in (
+        (CreateContextName.SMB2_CREATE_DURABLE_HANDLE_REQUEST_V2, dh2q),
+        (CreateContextName.SMB2_CREATE_APP_INSTANCE_ID, app),
+    ):
+        ctx = SMB2CreateContextRequest()
+        ctx["buffer_name"] = name_
+        ctx["buffer_data"] = data
+        contexts.append(ctx)
+    op = Open(tree, name)
+    op.create(
+        ImpersonationLevel.Impersonation,
+        FilePipePrinterAccessMask.GENERIC_READ | FilePipePrinterAccessMask.GENERIC_WRITE,
+        0,
+        0,  # no sharing: like a VM disk
+        CreateDisposition.FILE_OPEN_IF,
+        CreateOptions.FILE_NON_DIRECTORY_FILE,
+        create_contexts=contexts,
+    )
+    return op
+
+
+def test_app_instance_id_takes_over_a_handle_awaiting_reclaim(tmp_path: Path) -> None:
+    """The Hyper-V cluster case: the VM restarts on another host (another client) while
+    its old persistent handle is still in its reclaim window after a server crash."""
+    port = free_port()
+    app_id = uuid.uuid4().bytes
+    with servers(tmp_path, port, []) as running:
+        first = start(tmp_path, port, [])
+        running.append(first)
+        old = open_with_app_instance(port, "vm.vhdx", app_id, first.user, first.password)
+        old.write(b"disk", 0)  # type: ignore[attr-defined]
+        first.proc.kill()
+        first.proc.wait(10)
+        second = start(tmp_path, port, [])
+        running.append(second)
+        assert refused_status(second, "vm.vhdx") == FILE_NOT_AVAILABLE
+        new = open_with_app_instance(port, "vm.vhdx", app_id, second.user, second.password)
+        assert new.read(0, 4) == b"disk"  # type: ignore[attr-defined]
+        assert "AppInstanceId reuse closes vm.vhdx" in second.log()
+        new.close()  # type: ignore[attr-defined]
+        assert second.stop() == 0, second.log()
