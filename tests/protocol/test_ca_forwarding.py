@@ -135,6 +135,11 @@ def test_forwarded_client_reclaims_after_owner_kill_9(pair: Pair) -> None:
     for offset, block in acked.items():
         assert f.read(offset, 8192) == block
     assert "took over at epoch 2" in standby.log()
+    with urllib.request.urlopen(f"http://127.0.0.1:{pair.admin_port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'hasmb_smbd_role{role="owner"} 1' in metrics
+    assert "hasmb_smbd_reclaims_total 1" in metrics
+    assert "hasmb_smbd_persistent_opens 1" in metrics
     f.close()
     assert standby.stop() == 0, standby.log()
 

@@ -47,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def ca_options(args: argparse.Namespace) -> CaOptions:
+def ca_options(args: argparse.Namespace, cfg: SmbdConfig) -> CaOptions:
     return CaOptions(
-        standby=args.standby,
-        admin_listen=args.admin_listen or "",
+        standby=args.standby or cfg.standby,
+        admin_listen=args.admin_listen or cfg.admin_listen,
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_misses=args.heartbeat_misses,
         auto_takeover=not args.no_auto_takeover,
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(serve(cfg, args.drain_timeout, ca_options(args)))
+        return asyncio.run(serve(cfg, args.drain_timeout, ca_options(args, cfg)))
     except (ValueError, OSError, StoreError) as exc:
         print(f"hasmb-smbd: {exc}", file=sys.stderr)
         return 1

@@ -53,6 +53,8 @@ class SmbdConfig:
     metrics_listen: str = ""
     owner_epoch: int = 0  # ownerEpoch: epoch decided by the cluster's ownership record (0 = +1)
     forward_to: str = ""  # forwardTo: HOST:PORT of the owner while this server is not it
+    standby: bool = False  # standby: follow the store, serve only after a takeover
+    admin_listen: str = ""  # adminListen: HOST:PORT of GET /status, /metrics, POST /takeover
 
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -145,6 +147,8 @@ def from_mapping(data: dict[str, Any]) -> SmbdConfig:
     cfg.metrics_listen = str((data.get("metrics") or {}).get("listen") or "")
     cfg.owner_epoch = int(data.get("ownerEpoch") or 0)
     cfg.forward_to = str(data.get("forwardTo") or "")
+    cfg.standby = _bool(data.get("standby", False))
+    cfg.admin_listen = str(data.get("adminListen") or "")
     return cfg
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import socket
 import time
@@ -213,7 +212,6 @@ class Standby:
     def status(self) -> dict[str, object]:
         return {
             "role": self.role,
-            "epoch": self.store.epoch,
             "forwardTo": f"{self.forward_to[0]}:{self.forward_to[1]}" if self.forward_to else "",
             "forwarded": len(self.relays),
             "followerSynced": bool(self._follower and self._follower.mirror.synced),
@@ -240,37 +238,3 @@ async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
     finally:
         with contextlib.suppress(Exception):
             dst.transport.abort()
-
-
-async def serve_admin(host: str, port: int, standby: Standby | None) -> asyncio.AbstractServer:
-    """A minimal HTTP admin endpoint: GET /status, POST /takeover."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            code: int = 404
-            body: dict[str, object] = {"error": "not found"}
-            if path == "/status" and method == "GET":
-                code = 200
-                body = standby.status() if standby is not None else {"role": "owner"}
-            elif path == "/takeover" and method == "POST":
-                if standby is None or standby.role == "owner":
-                    code, body = 200, {"role": "owner"}
-                else:
-                    standby.request_takeover("admin request")
-                    code, body = 202, {"role": standby.role}
-            payload = json.dumps(body).encode()
-            writer.write(
-                f"HTTP/1.1 {code} {'OK' if code < 300 else 'Not Found'}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-                "Connection: close\r\n\r\n".encode()
-                + payload
-            )
-            await writer.drain()
-        except (asyncio.IncompleteReadError, TimeoutError, ValueError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(handle, host, port, reuse_address=True)

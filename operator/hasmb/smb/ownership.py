@@ -82,7 +82,8 @@ async def watch_epoch(server: SmbServer, store: HandleStore, interval: float) ->
 
 
 async def run(server: SmbServer, cfg: SmbdConfig, opts: CaOptions, drain_timeout: float) -> int:
-    from hasmb.smb.forward import Standby, serve_admin
+    from hasmb.smb.admin import serve_admin
+    from hasmb.smb.forward import Standby
     from hasmb.smb.persistence import own_store
 
     host, port = cfg.listen_host_port()
@@ -115,7 +116,7 @@ async def run(server: SmbServer, cfg: SmbdConfig, opts: CaOptions, drain_timeout
         await server.start(host, port)
     admin = None
     if opts.admin_listen:
-        admin = await serve_admin(*_host_port(opts.admin_listen), standby)
+        admin = await serve_admin(*_host_port(opts.admin_listen), server, store, standby)
     if store is not None:
         tasks.append(loop.create_task(watch_epoch(server, store, opts.epoch_check)))
     stop = asyncio.Event()
