@@ -3,11 +3,14 @@ kubectl-hasmb and spec patches, each without a moment where the SVM has no servi
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
 
 from tests.cluster.operator_harness import (
+    VENV_BIN,
     OperatorEnv,
     ServingMonitor,
     condition,
@@ -139,3 +142,26 @@ def test_the_monitor_does_see_an_unplanned_outage(env: OperatorEnv) -> None:
     finally:
         mon.stop()
     assert any(f"owner {a} has no Ready pod" in v for v in mon.violations())
+
+
+def test_kubectl_finds_the_plugin(env: OperatorEnv) -> None:
+    """`kubectl hasmb` works once .venv/bin is on PATH (kubectl's plugin discovery)."""
+    run_env = env.cluster.env()
+    run_env["PATH"] = f"{VENV_BIN}{os.pathsep}{run_env['PATH']}"
+    out = subprocess.run(
+        [str(env.cluster.bin_dir / "kubectl"), "hasmb", "-n", env.namespace, "status"],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "svm1" in out.stdout and "svm1-lif-a" in out.stdout and "pair1" in out.stdout
+    bad = subprocess.run(
+        [str(env.cluster.bin_dir / "kubectl"), "hasmb", "-n", env.namespace, "takeover", "nope"],
+        capture_output=True,
+        text=True,
+        env=run_env,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "no HAPair has node 'nope'" in bad.stderr
