@@ -14,7 +14,7 @@ from hasmb.controller.conditions import Condition, merge_conditions, now_iso
 from hasmb.controller.facts import node_facts, parse_time
 from hasmb.controller.model import SVM, HAPair
 from hasmb.controller.runtime import Runtime
-from hasmb.controller.svm_reconcile import _iso, _patch_cr_status, _unready_status
+from hasmb.controller.status_writer import iso, patch_cr_status, unready_status
 from hasmb.kube.client import HAPAIRS
 
 Body = dict[str, Any]
@@ -86,11 +86,11 @@ async def reconcile_pair(rt: Runtime, namespace: str, name: str) -> float | None
     if not errors and missing and old.get("state") in (None, "", "Invalid"):
         errors = [f"node {n!r} does not exist: fix spec.nodes" for n in missing]
     if errors:
-        invalid = _unready_status(
+        invalid = unready_status(
             body, "NodeNotFound" if missing else "InvalidSpec", "; ".join(errors)
         )
         invalid["state"] = "Invalid"
-        await _patch_cr_status(rt, "HAPair", HAPAIRS, body, invalid)
+        await patch_cr_status(rt, "HAPair", HAPAIRS, body, invalid)
         return None
 
     node_ok = {n: _node_ok(store.get("Node", "", n)) for n in pair.nodes}
@@ -131,7 +131,7 @@ async def reconcile_pair(rt: Runtime, namespace: str, name: str) -> float | None
             "partner": partner,
             "planned": summary.planned,
             "reason": why,
-            "startTime": _iso(now),
+            "startTime": iso(now),
         }
         events.append(
             (
@@ -149,7 +149,7 @@ async def reconcile_pair(rt: Runtime, namespace: str, name: str) -> float | None
             "reason": "spec.takeover cleared"
             if last_to.get("planned")
             else f"{node} is healthy again",
-            "startTime": _iso(now),
+            "startTime": iso(now),
         }
         events.append(("GivebackStarted", f"{partner} gives {node} back", False))
     if summary.complete:
@@ -157,7 +157,7 @@ async def reconcile_pair(rt: Runtime, namespace: str, name: str) -> float | None
             active = (label == "Takeover") == bool(summary.takeover)
             if record.get("startTime") and not record.get("completionTime") and active:
                 start = parse_time(record["startTime"]) or now
-                record["completionTime"] = _iso(now)
+                record["completionTime"] = iso(now)
                 record["durationSeconds"] = round(max(0.0, now - start), 3)
                 events.append(
                     (f"{label}Complete", f"{label.lower()} of {record['node']} complete", False)
@@ -192,7 +192,7 @@ async def reconcile_pair(rt: Runtime, namespace: str, name: str) -> float | None
     )
     for reason, message, warning in events:
         rt.post_event(body, reason, message, warning)
-    await _patch_cr_status(rt, "HAPair", HAPAIRS, body, status)
+    await patch_cr_status(rt, "HAPair", HAPAIRS, body, status)
     return None
 
 
