@@ -161,3 +161,45 @@ def test_takeover_on_request_fences_the_old_owner(pair: Pair) -> None:
         assert f.read(offset, 8192) == block
     f.close()
     assert standby.stop() == 0, standby.log()
+
+
+def test_plain_standby_takes_over_on_sigusr1(pair: Pair) -> None:
+    """A standby without forwarding refuses clients until SIGUSR1, then serves the
+    owner's persistent handles from its warm mirror."""
+    import signal
+
+    owner = pair.start_owner()
+    standby = start_smbd(
+        pair.tmp / "plain-standby",
+        {"ca": ":ca"},
+        extra=[
+            "--share",
+            f"ca={pair.shared}:ca",
+            "--state",
+            f"file:{pair.shared}/.hasmb-state",
+            "--listen",
+            f"127.0.0.1:{pair.standby_port}",
+            "--standby",
+        ],
+    )
+    pair.procs.append(standby)
+    target = CaTarget("127.0.0.1", pair.owner_port, "ca", owner.user, owner.password)
+    f = CaFile(target, "app.db", durable_timeout_ms=30_000, reclaim_deadline=30)
+    f.open()
+    acked = write_blocks(f, 4)
+    with pytest.raises(OSError):  # nothing is served before the takeover
+        with socket.create_connection(("127.0.0.1", pair.standby_port), timeout=2) as s:
+            s.sendall(b"\x00\x00\x00\x04\xfeSMB")
+            if not s.recv(1):
+                raise ConnectionResetError("closed by the standby")
+    owner.proc.kill()
+    owner.proc.wait(10)
+    f.abandon()
+    standby.proc.send_signal(signal.SIGUSR1)
+    wait_until(lambda: "took over at epoch 2" in standby.log(), "takeover", 10)
+    f.target = CaTarget("127.0.0.1", pair.standby_port, "ca", owner.user, owner.password)
+    f.reclaim("owner died")
+    for offset, block in acked.items():
+        assert f.read(offset, 8192) == block
+    f.close()
+    assert standby.stop() == 0, standby.log()
