@@ -294,3 +294,24 @@ def test_app_instance_id_takes_over_a_handle_awaiting_reclaim(tmp_path: Path) ->
         assert "AppInstanceId reuse closes vm.vhdx" in second.log()
         new.close()  # type: ignore[attr-defined]
         assert second.stop() == 0, second.log()
+
+
+def test_reclaim_from_a_new_connection_while_the_old_one_lingers(tmp_path: Path) -> None:
+    """A network cut leaves the server with a half-open connection: the same client's
+    DH2C on a new connection takes the persistent handle over at once."""
+    port = free_port()
+    with servers(tmp_path, port, []) as running:
+        smbd = start(tmp_path, port, [])
+        running.append(smbd)
+        target = CaTarget("127.0.0.1", port, "ca", smbd.user, smbd.password)
+        f = CaFile(target, "cut.bin", durable_timeout_ms=30_000, reclaim_deadline=10)
+        f.open()
+        f.write(0, b"before the cut")
+        lingering = f._conn  # keep the old TCP connection open, as a cut network would
+        f._conn = f._open = None
+        assert f.reclaim("network cut") == 1
+        assert f.read(0, 14) == b"before the cut"
+        assert "moves it off a stale connection" in smbd.log()
+        f.close()
+        lingering.disconnect(close=False)
+        assert smbd.stop() == 0, smbd.log()

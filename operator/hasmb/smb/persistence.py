@@ -55,6 +55,7 @@ from hasmb.smb.constants import (
     CAP_PERSISTENT_HANDLES,
     DIALECT_300,
     FILE_APPEND_DATA,
+    FILE_DELETE_ON_CLOSE,
     FILE_OPENED,
     FILE_WRITE_DATA,
     FLAGS_REPLAY_OPERATION,
@@ -158,9 +159,8 @@ class ContinuousAvailability:
         if top:
             # persistent ids of new opens must not collide with the restored ones
             self.server.state._ids = itertools.count(top + 1)
-        for aw in puts:
-            with contextlib.suppress(StoreError):
-                await aw
+        # one group commit for all of them
+        await asyncio.gather(*puts, return_exceptions=True)
         if records:
             log.info("loaded %d persistent open(s) from the handle store", len(self.stored))
 
@@ -189,6 +189,7 @@ class ContinuousAvailability:
             granted_access=rec.desired_access,
             share_access=rec.share_access,
             create_options=rec.create_options,
+            delete_on_close=bool(rec.create_options & FILE_DELETE_ON_CLOSE),
             fd=fd,
             node=node,
             oplock_level=rec.oplock_level,
@@ -458,7 +459,18 @@ class ContinuousAvailability:
         elif lease_ctx is not None:
             raise SmbError(Status.OBJECT_NAME_NOT_FOUND, "lease on a reconnect of an oplock open")
         if op.session is not None:
-            raise SmbError(Status.OBJECT_NAME_NOT_FOUND, "open still connected")
+            stale = (
+                op.is_persistent
+                and op.session.connection is not req.conn
+                and op.client_guid == req.conn.client_guid
+            )
+            if not stale:
+                raise SmbError(Status.OBJECT_NAME_NOT_FOUND, "open still connected")
+            # the same client on a new connection: the old one is dead but its TCP
+            # connection has not timed out yet (a network cut): the handle moves here
+            log.info("reclaim of %s moves it off a stale connection", op.smb_path)
+            op.session.opens.pop(op.volatile_id, None)
+            op.session = None
         if op.tree.share is not tree.share:
             raise SmbError(Status.OBJECT_NAME_NOT_FOUND, "open is on another share")
         if op.lease is not None and name.lower() != op.smb_path.lower():
