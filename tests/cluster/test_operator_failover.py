@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -158,3 +159,41 @@ def test_metrics_and_structured_logs_tell_the_story(env: OperatorEnv) -> None:
         json.loads(line) for line in env.log_path.read_text().splitlines() if line.startswith("{")
     ]
     assert any("takes over" in r.get("message", "") for r in records)
+
+
+def test_a_holder_that_renews_its_lease_is_fenced_by_expiry(env: OperatorEnv) -> None:
+    """Behind a partition the owner may still serve: the partner waits for its lease."""
+    a, b = env.nodes
+    epoch = _wait_home(env)
+    # What hasmb-smbd on the owner does: renew the Lease (self-fencing when it cannot).
+    renewed = time.time()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(renewed))
+    env.kubectl(
+        "patch",
+        "lease",
+        "svm1-owner",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"renewTime": stamp}}),
+    )
+    duration = env.get("lease", "svm1-owner")["spec"]["leaseDurationSeconds"]
+    env.set_node_ready(a, False)
+    try:
+        ready = env.wait(
+            lambda: (
+                "lease expires"
+                in (c := condition(env.get("svm", "svm1"), "Ready")).get("message", "")
+                and c
+            ),
+            10,
+            "the SVM to wait for the lease",
+        )
+        assert ready["status"] == "False"
+        assert env.lease("svm1") == (a, epoch)
+        env.wait(lambda: env.lease("svm1") == (b, epoch + 1), duration + 10, "takeover at expiry")
+        assert time.time() >= renewed + duration - 1
+    finally:
+        env.set_node_ready(a, True)
+    env.wait(lambda: condition(env.get("node", a), "Ready").get("status") == "True", 30, "node")
+    env.set_pod_ready(f"svm1-{a}", True)
+    env.wait(lambda: _owner_is(env, a, epoch + 2), 30, "giveback")

@@ -200,3 +200,18 @@ def test_state_store_objects_follow_the_configmap_store_layout() -> None:
     for obj in objs.values():
         assert obj["metadata"]["labels"][render.LABEL_SVM] == "svm1"
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+
+
+def test_fencing_waits_only_for_a_holder_that_renews() -> None:
+    lease = render.lease(SVM1, "node-a", 3, "Home", 1000.0)
+    own = render.read_ownership(lease)
+    assert own.fence_wait(1001.0) == 0.0  # only the operator wrote it: nobody to wait for
+    renewed = {**lease, "spec": {**lease["spec"], "renewTime": render.micro_time(1010.0)}}
+    own = render.read_ownership(renewed)
+    assert own.renewed == 1010.0 and own.duration == render.LEASE_SECONDS
+    assert own.fence_wait(1012.0) == render.LEASE_SECONDS - 2.0
+    assert own.fence_wait(1010.0 + render.LEASE_SECONDS + 1) == 0.0
+    # A reason-only update by the operator keeps the holder's renewTime.
+    same = render.lease(SVM1, "node-a", 3, "Giveback", 1020.0, base=renewed)
+    assert same["spec"]["renewTime"] == renewed["spec"]["renewTime"]
+    assert same["spec"]["acquireTime"] == lease["spec"]["acquireTime"]

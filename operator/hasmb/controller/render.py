@@ -317,13 +317,15 @@ def lease(
         "annotations": {ANN_EPOCH: str(epoch), ANN_REASON: reason},
         "ownerReferences": _svm_owner(svm),
     }
-    acquire = micro_time(now)
+    acquire = renew = micro_time(now)
     if base is not None:
         old_md = base.get("metadata") or {}
         metadata["resourceVersion"] = old_md.get("resourceVersion")
         old_spec = base.get("spec") or {}
         if old_spec.get("holderIdentity") == holder and old_spec.get("acquireTime"):
+            # Same holder: renewTime stays the holder's own proof of life.
             acquire = old_spec["acquireTime"]
+            renew = old_spec.get("renewTime") or acquire
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -332,7 +334,7 @@ def lease(
             "holderIdentity": holder,
             "leaseDurationSeconds": LEASE_SECONDS,
             "acquireTime": acquire,
-            "renewTime": micro_time(now),
+            "renewTime": renew,
             "leaseTransitions": epoch,
         },
     }
@@ -343,6 +345,22 @@ class Ownership:
     holder: str | None
     epoch: int
     reason: str | None
+    acquired: float | None = None
+    renewed: float | None = None
+    duration: float = LEASE_SECONDS
+
+    def fence_wait(self, now: float) -> float:
+        """Seconds before the holder's lease expires, if the holder renews it.
+
+        hasmb-smbd on the owner node renews renewTime and stops serving when it
+        cannot (self-fencing). A holder that may still be alive (its node is
+        NotReady, its pod merely not Ready) keeps the SVM until then; a holder
+        that never renewed (renewTime == acquireTime, only the operator wrote it)
+        or whose pod is gone is not waited for.
+        """
+        if self.acquired is None or self.renewed is None or self.renewed <= self.acquired:
+            return 0.0
+        return max(0.0, self.renewed + self.duration - now)
 
 
 def read_ownership(lease_body: dict[str, Any] | None) -> Ownership:
@@ -356,4 +374,20 @@ def read_ownership(lease_body: dict[str, Any] | None) -> Ownership:
     except ValueError:
         epoch = int(spec.get("leaseTransitions") or 0)
     holder = spec.get("holderIdentity") or None
-    return Ownership(holder, epoch, ann.get(ANN_REASON))
+    return Ownership(
+        holder,
+        epoch,
+        ann.get(ANN_REASON),
+        acquired=_parse_micro(spec.get("acquireTime")),
+        renewed=_parse_micro(spec.get("renewTime")),
+        duration=float(spec.get("leaseDurationSeconds") or LEASE_SECONDS),
+    )
+
+
+def _parse_micro(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

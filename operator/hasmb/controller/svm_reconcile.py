@@ -153,6 +153,19 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
             )
             return 0.0
         rt.failure_seen.setdefault((namespace, name), _failure_time(live_pod, live_node, now))
+        wait = own.fence_wait(now)
+        if fresh.exists and not fresh.terminating and wait > 0:
+            # The holder may still be serving behind a partition: it fences itself
+            # when it cannot renew, so its lease must run out before the partner
+            # takes over.
+            decision = OwnerDecision(
+                holder,
+                False,
+                holder_reason or Reason.FAILOVER,
+                False,
+                requeue_after=wait,
+                message=f"{holder} is not serving; takeover when its lease expires in {wait:.1f}s",
+            )
 
     owner = own.holder
     epoch = own.epoch
