@@ -208,7 +208,7 @@ def test_old_owner_is_fenced_when_another_takes_the_store(
         assert "loaded 1 persistent open" in b.log(), b.log()
         g = CaFile(target, "other.bin", durable_timeout_ms=10_000, request_timeout=3)
         # A cannot store a new persistent open any more (or has already stopped)
-        with pytest.raises(Exception):  # a refusal or a closed connection
+        with pytest.raises(Exception):  # noqa: B017 - a refusal or a closed connection
             g.open()
         wait_until(lambda: not a.alive(), "the fenced server to exit", 15)
         assert a.proc.returncode == 3, a.log()
