@@ -15,6 +15,7 @@ import os
 import socket
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -46,10 +47,11 @@ def admin(port: int, path: str, method: str = "GET") -> dict[str, object]:
 
 
 class Pair:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, state: str = "") -> None:
         self.shared = tmp / "shared"
         self.shared.mkdir()
         self.tmp = tmp
+        self.state = state or f"file:{self.shared}/.hasmb-state"
         self.owner_port, self.standby_port, self.admin_port = free_port(), free_port(), free_port()
         self.procs: list[SmbdProcess] = []
 
@@ -57,7 +59,14 @@ class Pair:
         p = start_smbd(
             self.tmp / "owner",
             {"ca": ":ca"},
-            extra=["--share", f"ca={self.shared}:ca", "--listen", f"127.0.0.1:{self.owner_port}"],
+            extra=[
+                "--share",
+                f"ca={self.shared}:ca",
+                "--state",
+                self.state,
+                "--listen",
+                f"127.0.0.1:{self.owner_port}",
+            ],
         )
         self.procs.append(p)
         return p
@@ -70,7 +79,7 @@ class Pair:
                 "--share",
                 f"ca={self.shared}:ca",
                 "--state",
-                f"file:{self.shared}/.hasmb-state",
+                self.state,
                 "--listen",
                 f"127.0.0.1:{self.standby_port}",
                 "--forward-to",
@@ -100,6 +109,44 @@ def pair(tmp_path: Path) -> Iterator[Pair]:
         p.kill_all()
 
 
+@pytest.fixture(scope="module")
+def etcd_url() -> Iterator[str]:
+    from tests.protocol.test_handle_store_backends import run_etcd
+
+    with run_etcd() as server:
+        yield server.url
+
+
+@pytest.fixture(params=["file", "etcd", "configmap"])
+def any_pair(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pair]:
+    tag = uuid.uuid4().hex[:10]
+    cleanup = None
+    if request.param == "file":
+        state = ""
+    elif request.param == "etcd":
+        state = f"etcd:{request.getfixturevalue('etcd_url')}/fwd-{tag}"
+    else:
+        cluster = request.getfixturevalue("kube_cluster")
+        monkeypatch.setenv("KUBECONFIG", str(cluster.kubeconfig))
+        state = f"configmap:default/fwd-{tag}"
+
+        def cleanup() -> None:
+            out = cluster.kubectl("get", "configmap", "-n", "default", "-o", "name")
+            doomed = [n for n in out.stdout.split() if n.startswith(f"configmap/fwd-{tag}")]
+            if doomed:
+                cluster.kubectl("delete", "-n", "default", *doomed)
+
+    p = Pair(tmp_path, state)
+    try:
+        yield p
+    finally:
+        p.kill_all()
+        if cleanup is not None:
+            cleanup()
+
+
 def client_through_standby(pair: Pair, owner: SmbdProcess, name: str) -> CaFile:
     target = CaTarget("127.0.0.1", pair.standby_port, "ca", owner.user, owner.password)
     return CaFile(target, name, durable_timeout_ms=30_000, reclaim_deadline=30)
@@ -114,7 +161,8 @@ def write_blocks(f: CaFile, count: int, start: int = 0) -> dict[int, bytes]:
     return acked
 
 
-def test_forwarded_client_reclaims_after_owner_kill_9(pair: Pair) -> None:
+def test_forwarded_client_reclaims_after_owner_kill_9(any_pair: Pair) -> None:
+    pair = any_pair
     owner = pair.start_owner()
     standby = pair.start_standby()
     f = client_through_standby(pair, owner, "vm.vhdx")
