@@ -127,6 +127,13 @@ def test_persistent_handle_survives_kill_9(tmp_path: Path, state_args: list[str]
             LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
         )
         keep._open.lock([lock])
+        # ... and one taken with a LockSequence (bucket 1, number 3: smbprotocol packs
+        # its "lsi" into the low bits that servers read as number and index)
+        seq_lock = SMB2LockElement()
+        seq_lock["offset"] = 8 * 4096
+        seq_lock["length"] = 4096
+        seq_lock["flags"] = lock["flags"].get_value()
+        keep._open.lock([seq_lock], lsi=0x13)
 
         first.proc.kill()  # kill -9: no drain, no goodbye
         first.proc.wait(10)
@@ -145,6 +152,8 @@ def test_persistent_handle_survives_kill_9(tmp_path: Path, state_args: list[str]
             assert keep.read(offset, 4096) == block
         keep.write(16 * 4096, b"after")
         assert keep.read(16 * 4096, 5) == b"after"
+        # the LOCK replayed after the failover is recognised as applied, not refused
+        keep._open.lock([seq_lock], lsi=0x13)
         # the reclaimed open still holds its lock: another reader of that range conflicts
         with connect(second, "ca") as other:
             op = other.open("keep.bin", access=0x00120089)  # FILE_GENERIC_READ

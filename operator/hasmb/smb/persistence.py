@@ -221,6 +221,9 @@ class ContinuousAvailability:
             node.locks.append(ByteRangeLock(op, lk.offset, lk.length, lk.exclusive))
         state.add_open(op)
         self.users[op.persistent_id] = rec.user
+        seqs = rec.extra.get("lock_sequences")
+        if isinstance(seqs, dict):
+            self.lock_sequences[op.persistent_id] = {int(k): int(v) for k, v in seqs.items()}
         remaining = rec.durable_timeout_ms / 1000 - (now - disconnected)
         self._arm(op, max(0.0, remaining))
         return op
@@ -242,6 +245,7 @@ class ContinuousAvailability:
                 for lk in op.node.locks
                 if lk.open is op
             ]
+        buckets = self.lock_sequences.get(op.persistent_id, {})
         return PersistentOpenRecord(
             persistent_id=op.persistent_id,
             volatile_id=op.volatile_id,
@@ -261,6 +265,9 @@ class ContinuousAvailability:
             locks=locks,
             is_persistent=op.is_persistent,
             disconnected_at=op.disconnected_at,
+            # LockSequence buckets go along, so a LOCK replayed after a takeover is
+            # recognised as already applied
+            extra={"lock_sequences": {str(k): v for k, v in buckets.items()}} if buckets else {},
         )
 
     async def _put(self, op: Open) -> None:
