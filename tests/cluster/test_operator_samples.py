@@ -46,6 +46,20 @@ def test_manifests_are_installed(env: OperatorEnv) -> None:
     assert cannot.stdout.strip() == "no"
 
 
+def _can(env: OperatorEnv, verb: str, resource: str) -> str:
+    out = env.cluster.kubectl(
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "-n",
+        env.namespace,
+        f"--as=system:serviceaccount:{env.namespace}:hasmb-smbd",
+        check=False,
+    )
+    return out.stdout.strip()
+
+
 def test_samples_become_ready_on_the_right_nodes(env: OperatorEnv) -> None:
     seconds = env.install_samples(timeout=30)
     a, b = env.nodes
@@ -71,6 +85,11 @@ def test_samples_become_ready_on_the_right_nodes(env: OperatorEnv) -> None:
         cond = {c["type"]: c for c in obj["status"]["conditions"]}
         assert set(cond) == {"Ready", "Available", "Degraded", "Progressing"}
         assert cond["Ready"]["observedGeneration"] == obj["metadata"]["generation"]
+    # The pods run as hasmb-smbd, which may renew Leases and keep handle state, no more.
+    assert {p["spec"]["serviceAccountName"] for p in pods.values()} == {"hasmb-smbd"}
+    assert _can(env, "update", "leases") == "yes"
+    assert _can(env, "patch", "configmaps") == "yes"
+    assert _can(env, "delete", "pods") == "no"
     # Every object the operator made carries hasmb.io/svm.
     for kind in ("pods", "services", "configmaps", "leases"):
         assert env.list(kind, "hasmb.io/svm=svm1"), kind

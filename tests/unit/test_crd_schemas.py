@@ -112,7 +112,11 @@ def test_samples_are_one_complete_ha_setup() -> None:
 
 def test_rbac_is_least_privilege() -> None:
     docs = list(yaml.safe_load_all((ROOT / "manifests" / "rbac.yaml").read_text()))
-    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    role = next(
+        d for d in docs if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "hasmb-operator"
+    )
+    bind = next(r for r in role["rules"] if "bind" in r["verbs"])
+    assert bind["resourceNames"] == ["hasmb-smbd"]  # it may grant its pods nothing else
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
         assert "deletecollection" not in rule["verbs"]

@@ -175,6 +175,32 @@ def state_store_objects(svm: SVM) -> list[dict[str, Any]]:
     return [meta, *shards]
 
 
+SMBD_ACCOUNT = "hasmb-smbd"
+
+
+def smbd_service_account(namespace: str) -> dict[str, Any]:
+    """Shared by every SVM of the namespace (so not owned by one)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": SMBD_ACCOUNT, "namespace": namespace, "labels": dict(_COMMON)},
+    }
+
+
+def smbd_role_binding(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": SMBD_ACCOUNT, "namespace": namespace, "labels": dict(_COMMON)},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": SMBD_ACCOUNT,
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": SMBD_ACCOUNT, "namespace": namespace}],
+    }
+
+
 def _pod_template(svm: SVM) -> dict[str, Any]:
     """The part of the pod that a change to requires a new pod (hashed)."""
     volumes: list[dict[str, Any]] = [
@@ -220,7 +246,7 @@ def _pod_template(svm: SVM) -> dict[str, Any]:
         "readinessProbe": {"tcpSocket": {"port": "smb"}, "periodSeconds": 2},
         "volumeMounts": mounts,
     }
-    return {"containers": [container], "volumes": volumes}
+    return {"serviceAccountName": SMBD_ACCOUNT, "containers": [container], "volumes": volumes}
 
 
 def pod_hash(svm: SVM) -> str:

@@ -35,6 +35,8 @@ class Runtime:
     # Per pair: in-flight takeover/giveback bookkeeping (status is the durable copy).
     pair_ops: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
+    # Namespaces where the hasmb-smbd ServiceAccount and RoleBinding are known to exist.
+    smbd_accounts: set[str] = field(default_factory=set)
     event_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     event_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 

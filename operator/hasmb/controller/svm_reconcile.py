@@ -32,6 +32,8 @@ from hasmb.kube.client import (
     LIFS,
     NODES,
     PODS,
+    ROLEBINDINGS,
+    SERVICEACCOUNTS,
     SERVICES,
     SHARES,
     SVMS,
@@ -258,8 +260,15 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
     # Pods: create missing ones, replace outdated ones one at a time.
     lif_nodes = [d.node for _, _, _, d, _ in lif_states if d is not None]
     actions = pod_actions(view, owner, lif_nodes)
+    if actions.create:
+        await _ensure_smbd_account(rt, namespace)
     for node in actions.create:
-        await _create_or_fetch(rt, "Pod", PODS, render.pod(svm, node))
+        try:
+            await _create_or_fetch(rt, "Pod", PODS, render.pod(svm, node))
+        except ApiError as exc:
+            if "serviceaccount" in exc.message.lower():
+                rt.smbd_accounts.discard(namespace)  # deleted behind our back: recreate
+            raise
     for node in actions.delete:
         await rt.kube.delete(PODS, namespace, svm.pod_name(node))
         await status_writer.event(
@@ -310,6 +319,23 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
     await status_writer.write_share_statuses(rt, shares, owner, view.serving(owner or ""))
     await status_writer.write_lif_statuses(rt, lif_states, svm)
     return min(requeues) if requeues else None
+
+
+async def _ensure_smbd_account(rt: Runtime, namespace: str) -> None:
+    """The pods' ServiceAccount and its RoleBinding to ClusterRole hasmb-smbd."""
+    if namespace in rt.smbd_accounts:
+        return
+    for res, body in (
+        (SERVICEACCOUNTS, render.smbd_service_account(namespace)),
+        (ROLEBINDINGS, render.smbd_role_binding(namespace)),
+    ):
+        if await rt.kube.get_or_none(res, namespace, render.SMBD_ACCOUNT) is None:
+            try:
+                await rt.kube.create(res, body)
+            except ApiError as exc:
+                if not exc.conflict:
+                    raise
+    rt.smbd_accounts.add(namespace)
 
 
 def _reason(text: str | None) -> Reason | None:
