@@ -364,6 +364,8 @@ class ContinuousAvailability:
 
     async def _clear_the_way(self, req: Request, d: durable.DurableRequest, name: str) -> None:
         """What other opens of the same file must give way (or block) before this one."""
+        if not self._timers and not (d.kind == "v2" and d.app_instance_id):
+            return  # no disconnected open anywhere (each has an armed timer), no AppInstanceId
         tree = req.require_tree()
         try:
             host = paths.resolve(tree.share.root, paths.split_smb_path(name))
