@@ -197,3 +197,17 @@ def test_deleting_the_svm_removes_what_it_created(env: OperatorEnv) -> None:
         return cond.get("Ready", {}).get("reason") == "SVMNotFound"
 
     env.wait(lif_says_why, 10, "LIF reports SVMNotFound")
+
+
+def test_local_overlay_puts_the_samples_on_hack_clusters_nodes(env: OperatorEnv) -> None:
+    docs = list(
+        yaml.safe_load_all(
+            env.cluster.kubectl("kustomize", str(REPO / "manifests" / "local-samples")).stdout
+        )
+    )
+    pair = next(d for d in docs if d["kind"] == "HAPair")
+    assert pair["spec"]["nodes"] == ["kwok-node-0", "kwok-node-1"]
+    assert {d["spec"]["homeNode"] for d in docs if d["kind"] in ("SVM", "LIF")} == {
+        "kwok-node-0",
+        "kwok-node-1",
+    }
