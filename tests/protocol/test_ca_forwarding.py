@@ -199,8 +199,10 @@ def test_takeover_on_request_fences_the_old_owner(pair: Pair) -> None:
     f.open()
     acked = write_blocks(f, 8)
     wait_until(lambda: admin(pair.admin_port, "/status")["mirroredOpens"] == 1, "mirror", 10)
-    admin(pair.admin_port, "/takeover", "POST")  # 202: the takeover runs in the background
+    # the epoch the cluster's ownership record decided; 202: the takeover runs in the background
+    admin(pair.admin_port, "/takeover?epoch=7", "POST")
     wait_until(lambda: admin(pair.admin_port, "/status")["role"] == "owner", "takeover", 10)
+    assert admin(pair.admin_port, "/status")["epoch"] == 7
     # the old owner sees the newer epoch and stops serving by itself
     wait_until(lambda: not owner.alive(), "the old owner to fence itself", 10)
     assert owner.proc.returncode == 3, owner.log()

@@ -3,7 +3,9 @@
     GET  /status    JSON: role (owner | standby | taking-over), epoch, persistent
                     and disconnected opens, reclaims, takeover duration, ...
     GET  /metrics   the same counters in the Prometheus text format
-    POST /takeover  a standby takes over now (202); an owner answers 200
+    POST /takeover[?epoch=N]
+                    a standby takes over now (202), at epoch N when the cluster's
+                    ownership record names one; an owner answers 200
 
 Loopback or a pod-internal address only: there is no authentication.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -81,7 +84,9 @@ async def serve_admin(
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-            method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            method, target, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            path, _, query = target.partition("?")
+            params = dict(urllib.parse.parse_qsl(query))
             code, ctype = 404, "application/json"
             payload = b'{"error": "not found"}'
             if path == "/status" and method == "GET":
@@ -93,9 +98,13 @@ async def serve_admin(
                 if standby is None or standby.role == "owner":
                     code, payload = 200, b'{"role": "owner"}'
                 else:
-                    standby.request_takeover("admin request")
-                    code, payload = 202, json.dumps({"role": standby.role}).encode()
-            reason = {200: "OK", 202: "Accepted"}.get(code, "Not Found")
+                    epoch = params.get("epoch")
+                    if epoch is not None and not epoch.isdigit():
+                        code, payload = 400, b'{"error": "epoch must be a number"}'
+                    else:
+                        standby.request_takeover("admin request", int(epoch) if epoch else None)
+                        code, payload = 202, json.dumps({"role": standby.role}).encode()
+            reason = {200: "OK", 202: "Accepted", 400: "Bad Request"}.get(code, "Not Found")
             writer.write(
                 f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()

@@ -109,8 +109,12 @@ class Standby:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def request_takeover(self, reason: str) -> None:
+    def request_takeover(self, reason: str, epoch: int | None = None) -> None:
+        """Take over in the background; `epoch` (from the cluster's ownership record)
+        replaces the configured one."""
         if self.role == "standby":
+            if epoch is not None:
+                self.epoch = epoch
             self._spawn(self.take_over(reason))
 
     # ------------------------------------------------------------ connections
