@@ -3,9 +3,12 @@
     hasmb-smbd --listen 127.0.0.1:4450 --share NAME=PATH[:ca] --user NAME:PASSWORD
                [--config FILE.yaml] [--netname NAME] [--state file:DIR] [--log-level info]
 
+               [--owner-epoch N] [--standby | --forward-to HOST:PORT] [--admin-listen HOST:PORT]
+
 Settings load from the YAML config (contract 3) first; flags override them.
 SIGTERM/SIGINT stop accepting connections, let in-flight requests finish
-(bounded by --drain-timeout) and exit 0.
+(bounded by --drain-timeout) and exit 0. A server fenced by a newer owner of
+its handle store exits 3 (docs/continuous-availability.md).
 """
 
 from __future__ import annotations
