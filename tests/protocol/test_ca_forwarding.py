@@ -199,6 +199,11 @@ def test_takeover_on_request_fences_the_old_owner(pair: Pair) -> None:
     f.open()
     acked = write_blocks(f, 8)
     wait_until(lambda: admin(pair.admin_port, "/status")["mirroredOpens"] == 1, "mirror", 10)
+    # an epoch the store has already reached is refused: the standby stays a standby
+    admin(pair.admin_port, "/takeover?epoch=1", "POST")
+    wait_until(lambda: "takeover failed, staying standby" in standby.log(), "refusal", 10)
+    assert admin(pair.admin_port, "/status")["role"] == "standby"
+    assert owner.alive()
     # the epoch the cluster's ownership record decided; 202: the takeover runs in the background
     admin(pair.admin_port, "/takeover?epoch=7", "POST")
     wait_until(lambda: admin(pair.admin_port, "/status")["role"] == "owner", "takeover", 10)

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from hasmb.handles import HandleStore, StoreFollower
+from hasmb.handles import HandleStore, StoreError, StoreFollower
 
 if TYPE_CHECKING:
     from hasmb.smb.server import SmbServer
@@ -192,7 +192,16 @@ class Standby:
             # stop forwarding at once: clients reconnect here and find us serving
             for r in list(self.relays):
                 r.close()
-            epoch = await self.store.take_ownership(self.owner_name, self.epoch)
+            try:
+                epoch = await self.store.take_ownership(self.owner_name, self.epoch)
+            except StoreError as exc:
+                # e.g. the store is already at or past the epoch we were given: someone
+                # else owns it; stay a standby (clients retry through us)
+                log.error("takeover failed, staying standby: %s", exc)
+                self.role = "standby"
+                if self.forward_to is not None and self.auto_takeover:
+                    self._spawn(self._watch_owner())
+                return
             assert self._follower is not None
             try:
                 async with asyncio.timeout(10):
