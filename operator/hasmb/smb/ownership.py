@@ -114,6 +114,8 @@ async def run(server: SmbServer, cfg: SmbdConfig, opts: CaOptions, drain_timeout
                 server, cfg.state, owner=owner_name(cfg), epoch=cfg.owner_epoch or None
             )
         await server.start(host, port)
+        # an owner has nothing to take over; SIGUSR1 must not kill it
+        loop.add_signal_handler(signal.SIGUSR1, log.info, "SIGUSR1: already the owner")
     admin = None
     if opts.admin_listen:
         admin = await serve_admin(*_host_port(opts.admin_listen), server, store, standby)
