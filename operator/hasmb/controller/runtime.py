@@ -32,8 +32,6 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Per SVM: when its current failover was first observed (for takeover durations).
     failure_seen: dict[tuple[str, str], float] = field(default_factory=dict)
-    # Per pair: in-flight takeover/giveback bookkeeping (status is the durable copy).
-    pair_ops: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
     # Namespaces where the hasmb-smbd ServiceAccount and RoleBinding are known to exist.
     smbd_accounts: set[str] = field(default_factory=set)
