@@ -111,17 +111,19 @@ class OperatorEnv:
 
     # --- samples --------------------------------------------------------------------
     def fresh_ip(self) -> str:
-        """An unused address in the cluster's service range (10.96.0.0/16), per test."""
-        while True:
-            ip = f"10.96.{random.randint(130, 250)}.{random.randint(2, 250)}"
-            if ip not in self.ips:
-                self.ips.append(ip)
-                return ip
+        """A free address for a LIF: in the low band of the service range (10.96.0.0/16),
+        which the apiserver keeps for requested IPs (dynamic ones come from above it)."""
+        out = self.cluster.kubectl("get", "services", "-A", "-o", "jsonpath={..clusterIP}")
+        used = set(out.stdout.split()) | set(self.ips)
+        free = [f"10.96.0.{i}" for i in range(20, 251) if f"10.96.0.{i}" not in used]
+        ip = random.choice(free)
+        self.ips.append(ip)
+        return ip
 
     def sample(self, text: str) -> str:
         """A sample with this environment's node names and fresh LIF addresses."""
         text = text.replace("node-a", self.nodes[0]).replace("node-b", self.nodes[1])
-        for ip in ("10.96.100.10", "10.96.100.11"):
+        for ip in ("10.96.0.200", "10.96.0.201"):
             if ip in text:
                 text = text.replace(ip, self.fresh_ip())
         return text

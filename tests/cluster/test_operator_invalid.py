@@ -57,8 +57,8 @@ def test_unknown_node_is_reported_in_status(env: OperatorEnv) -> None:
 def test_lif_ip_clash_is_reported_in_status(env: OperatorEnv) -> None:
     env.install_samples()
     taken = env.get("lif", "svm1-lif-a")["spec"]["ip"]
-    text = (INVALID / "lif-ip-clash.yaml").read_text().replace("10.96.100.10", taken)
-    out = env.apply(env.sample(text.replace("10.96.100.10", taken)))
+    text = (INVALID / "lif-ip-clash.yaml").read_text().replace("10.96.0.200", taken)
+    out = env.apply(env.sample(text.replace("10.96.0.200", taken)))
     assert out.returncode == 0, out.stderr
 
     def clash() -> dict[str, str] | None:
