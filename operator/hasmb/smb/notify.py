@@ -9,6 +9,7 @@ CHANGE_NOTIFY keeps collecting changes between requests, as Windows does.
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ from hasmb.smb.state import Open
 if TYPE_CHECKING:
     from hasmb.smb.server import SmbServer
 
+log = logging.getLogger("hasmb.smb.notify")
 _REQ = struct.Struct("<HHI16sII")
 FILTER_FILE_NAME = 0x001
 FILTER_DIR_NAME = 0x002
@@ -39,7 +41,7 @@ class Watch:
     recursive: bool
     changes: list[tuple[int, str]] = field(default_factory=list)
     overflow: bool = False
-    waiter: asyncio.Future[int] | None = None
+    waiters: list[asyncio.Future[int]] = field(default_factory=list)  # FIFO of pending requests
     max_len: int = 0
 
 
@@ -87,18 +89,21 @@ async def handle_change_notify(req: Request) -> bytes:
         watch = Watch(completion_filter & FILTER_VALID, bool(flags & WATCH_TREE), max_len=out_len)
         op.notify_watch = watch
         req.server.state.watchers.append(op)
+    log.debug(
+        "notify on %r filter %#x pending %d", op.smb_path, completion_filter, len(watch.changes)
+    )
     if watch.changes or watch.overflow:
         return _take(watch, out_len, req)
-    if watch.waiter is not None and not watch.waiter.done():
-        # Windows queues a second request; keep it simple and serve them one at a time
+    if len(watch.waiters) >= 64:
         raise SmbError(Status.INSUFFICIENT_RESOURCES)
-    loop = asyncio.get_running_loop()
-    watch.waiter = loop.create_future()
-    await req.go_async()
+    waiter: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    watch.waiters.append(waiter)
     try:
-        status = await req.wait_cancellable(watch.waiter)
+        await req.go_async()
+        status = await req.wait_cancellable(waiter)
     finally:
-        watch.waiter = None
+        if waiter in watch.waiters:
+            watch.waiters.remove(waiter)
     if status != Status.SUCCESS:
         req.status = status
         return struct.pack("<HHI", 9, 0, 0)
@@ -112,14 +117,16 @@ def stop(server: SmbServer, op: Open, status: int) -> None:
         return
     if op in server.state.watchers:
         server.state.watchers.remove(op)
-    if watch.waiter is not None and not watch.waiter.done():
-        watch.waiter.set_result(status)
+    for waiter in watch.waiters:
+        if not waiter.done():
+            waiter.set_result(status)
     op.notify_watch = None
 
 
 def report(server: SmbServer, op: Open, action: int, kind: int = 0) -> None:
     """`op` (a file or directory) was added/removed/modified/renamed."""
     watchers = server.state.watchers
+    log.debug("change %d on %r (%d watchers)", action, op.smb_path, len(watchers))
     if not watchers:
         return
     path = op.smb_path
@@ -148,10 +155,14 @@ def report(server: SmbServer, op: Open, action: int, kind: int = 0) -> None:
             watch.overflow = True
         else:
             watch.changes.append((action, rel))
-        if watch.waiter is not None and not watch.waiter.done():
-            watch.waiter.get_loop().call_soon(_wake, watch)
+        if watch.waiters:
+            asyncio.get_running_loop().call_soon(_wake, watch)
 
 
 def _wake(watch: Watch) -> None:
-    if watch.waiter is not None and not watch.waiter.done():
-        watch.waiter.set_result(Status.SUCCESS)
+    """Complete the oldest pending request with everything collected so far."""
+    for waiter in watch.waiters:
+        if not waiter.done():
+            if watch.changes or watch.overflow:
+                waiter.set_result(Status.SUCCESS)
+            return

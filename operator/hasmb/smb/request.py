@@ -91,6 +91,7 @@ class Request:
     # bulk payload sent after the body without copying (READ data); part of the message
     tail: bytes = b""
     _cancel: asyncio.Future[None] | None = None
+    cancelled: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     # ------------------------------------------------------------ parsing helpers
@@ -151,12 +152,18 @@ class Request:
         return self.async_id
 
     def cancel(self) -> None:
+        self.cancelled = True
         if self._cancel is not None and not self._cancel.done():
             self._cancel.set_result(None)
 
     async def wait_cancellable(self, aw: Awaitable[T]) -> T:
         """Await `aw`; an SMB2 CANCEL of this request raises SmbError(CANCELLED)."""
         loop = asyncio.get_running_loop()
+        if self.cancelled:
+            # the CANCEL overtook us (it is handled as soon as it is read)
+            if asyncio.iscoroutine(aw):
+                aw.close()
+            raise SmbError(Status.CANCELLED)
         if self._cancel is None:
             self._cancel = loop.create_future()
         task: asyncio.Future[T] = asyncio.ensure_future(aw)

@@ -121,6 +121,8 @@ class ConnectionHandler:
     writer: asyncio.StreamWriter
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sync_pending: dict[int, Request] = field(default_factory=dict)  # message id -> request
+    # CANCELs that arrived before their request started (bounded)
+    early_cancels: set[int] = field(default_factory=set)
 
     def send(self, data: bytes) -> None:
         if self.conn.closed or self.writer.is_closing():
@@ -205,6 +207,8 @@ class ConnectionHandler:
             target = self.conn.pending.get(h.async_id)
         else:
             target = self.sync_pending.get(h.message_id)
+            if target is None and len(self.early_cancels) < 1024:
+                self.early_cancels.add(h.message_id)
         if target is not None:
             target.cancel()
 
@@ -231,6 +235,9 @@ class ConnectionHandler:
                 compound.file_id = b""
                 compound.create_error = 0
             self.sync_pending[h.message_id] = req
+            if self.early_cancels and h.message_id in self.early_cancels:
+                self.early_cancels.discard(h.message_id)
+                req.cancelled = True
             try:
                 body = await self.server.dispatch(self, req)
             finally:

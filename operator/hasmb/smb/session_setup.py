@@ -73,8 +73,8 @@ async def handle_session_setup(req: Request) -> bytes:
     except NtlmAuthError as exc:
         log.info("%s: authentication failed: %s", conn.peer, exc)
         session.authenticator = None
-        if not session.valid:
-            await server.destroy_session(session)
+        # a failed re-authentication ends the session too (MS-SMB2 3.3.5.5.3)
+        await server.destroy_session(session)
         raise SmbError(Status.LOGON_FAILURE) from exc
     if not step.complete:
         if conn.dialect == DIALECT_311 and not reauth:

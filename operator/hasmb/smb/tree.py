@@ -78,6 +78,6 @@ async def handle_tree_disconnect(req: Request) -> bytes:
     session = req.require_session()
     tree = req.require_tree()
     for op in [o for o in session.opens.values() if o.tree is tree]:
-        await close_open(req.server, op, Status.CANCELLED)
+        await close_open(req.server, op)  # pending notifies end NOTIFY_CLEANUP
     session.trees.pop(tree.tree_id, None)
     return struct.pack("<HH", 4, 0)
