@@ -28,6 +28,7 @@ _FLUSH_REQ = struct.Struct("<HHI16s")
 THREAD_THRESHOLD = 64 * 1024
 APPEND_OFFSET = 0xFFFFFFFFFFFFFFFF
 MAX_FILE_OFFSET = 0x7FFFFFFFFFFFFFFF
+MAX_FILE_SIZE = 0xFFFFFFF0000  # what NTFS (and Windows' SMB server) accept
 
 
 def register(reg: Registry) -> None:
@@ -117,12 +118,14 @@ async def handle_write(req: Request) -> bytes:
         raise SmbError(Status.ACCESS_DENIED)
     if op.fd < 0:
         raise SmbError(Status.FILE_CLOSED)
-    if offset == APPEND_OFFSET:
-        offset = os.fstat(op.fd).st_size
+    if offset == APPEND_OFFSET and not op.granted_access & FILE_WRITE_DATA:
+        offset = os.fstat(op.fd).st_size  # append-only open: "end of file" (MS-FSA 2.1.5.3)
     elif not op.granted_access & FILE_WRITE_DATA:
         raise SmbError(Status.ACCESS_DENIED)  # append-only opens may only write at the end
-    if offset > MAX_FILE_OFFSET or offset + length > MAX_FILE_OFFSET:
+    if offset > MAX_FILE_OFFSET or (length and offset >= MAX_FILE_SIZE):
         raise SmbError(Status.INVALID_PARAMETER)
+    if length and offset + length >= MAX_FILE_SIZE:
+        raise SmbError(Status.DISK_FULL)
     check_lock_conflict(op, offset, length, write=True)
     sync = bool(flags & WRITEFLAG_WRITE_THROUGH or op.create_options & FILE_WRITE_THROUGH)
     try:
