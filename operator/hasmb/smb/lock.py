@@ -80,6 +80,9 @@ async def handle_lock(req: Request) -> bytes:
             raise SmbError(Status.INVALID_PARAMETER)
         if length and offset + length - 1 > 0xFFFFFFFFFFFFFFFF:
             raise SmbError(INVALID_LOCK_RANGE)
+    from hasmb.smb import oplock
+
+    oplock.on_lock(req.server, op)
     granted: list[ByteRangeLock] = []
     try:
         for offset, length, flags in elems:

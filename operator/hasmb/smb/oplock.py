@@ -356,6 +356,18 @@ def on_write(server: SmbServer, op: Open) -> None:
             send_oplock_break(server, other, OPLOCK_LEVEL_NONE)
 
 
+def on_lock(server: SmbServer, op: Open) -> None:
+    """Byte-range locks invalidate level II caching of every open of the file, the
+    locker's own included, once the file has several opens (MS-FSA 2.1.5.7)."""
+    node = op.node
+    if node is None or len(node.opens) < 2:
+        return
+    on_write(server, op)
+    if op.lease is None and op.oplock_level == OPLOCK_LEVEL_II:
+        op.oplock_level = OPLOCK_LEVEL_NONE
+        send_oplock_break(server, op, OPLOCK_LEVEL_NONE)
+
+
 async def release(server: SmbServer, op: Open) -> None:
     if op.oplock_breaking:
         op.oplock_breaking = False
