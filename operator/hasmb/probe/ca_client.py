@@ -105,6 +105,10 @@ class CaFile:
     client_guid: uuid.UUID = field(default_factory=uuid.uuid4)
     stalls: list[Stall] = field(default_factory=list)
     handle: HandleInfo | None = field(default=None, init=False)
+    # Live view for a chaos driver (read from another thread; monotonic seconds): when
+    # the current operation started, and when the interruption it is in began.
+    busy_since: float | None = field(default=None, init=False)
+    stalled_since: float | None = field(default=None, init=False)
     _conn: Any = field(default=None, init=False, repr=False)
     _open: Any = field(default=None, init=False, repr=False)
 
@@ -230,6 +234,13 @@ class CaFile:
         A stall is measured as the caller sees it: from the start of the first
         attempt that failed or hung to the end of the replay that succeeded.
         """
+        self.busy_since = time.monotonic()
+        try:
+            return self._retry(op, what)
+        finally:
+            self.busy_since = self.stalled_since = None
+
+    def _retry(self, op: Callable[[Any], T], what: str) -> T:
         failed_at: float | None = None
         attempts = 0
         reason = ""
@@ -247,7 +258,7 @@ class CaFile:
             except Exception as exc:
                 log.info("%s on %s failed (%r); reclaiming", what, self.path, exc)
                 if failed_at is None:
-                    failed_at = attempt_started
+                    failed_at = self.stalled_since = attempt_started
                     reason = f"{what}: {type(exc).__name__}"
                 elif time.monotonic() - failed_at > self.reclaim_deadline:
                     raise ReclaimFailed(f"{what} on {self.path} kept failing: {exc!r}") from exc
@@ -266,6 +277,17 @@ class CaFile:
         )
         conn.receive(request, timeout=self.request_timeout)
         return unpack(request)
+
+    def current_stall(self, now: float, hung_after: float = 0.5) -> float:
+        """Seconds the caller has been waiting in an interruption right now: since the
+        first failed attempt, or since the start of a request hung longer than
+        `hung_after`; 0.0 while I/O flows."""
+        stalled, busy = self.stalled_since, self.busy_since
+        if stalled is not None:
+            return max(0.0, now - stalled)
+        if busy is not None and now - busy > hung_after:
+            return now - busy
+        return 0.0
 
     def write(self, offset: int, data: bytes, write_through: bool = True) -> int:
         def op(handle: Any) -> int:

@@ -43,6 +43,10 @@ class WorkerReport:
     errors: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
     stalls: list[dict[str, Any]] = field(default_factory=list)
+    # time.monotonic() of each entry of errors / lost, so a driver can tell which
+    # event of its own it belongs to
+    error_at: list[float] = field(default_factory=list)
+    lost_at: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -108,9 +112,17 @@ class Worker:
             return
         got = parse_block(data, self.settings.block_size)
         if got is None or got.index != index or got.file_tag != self.tag:
-            self.report.lost.append(f"block {index}: corrupt or missing (acked gen {want})")
+            self._lost(f"block {index}: corrupt or missing (acked gen {want})")
         elif got.generation < want:
-            self.report.lost.append(f"block {index}: gen {got.generation} < acked {want}")
+            self._lost(f"block {index}: gen {got.generation} < acked {want}")
+
+    def _lost(self, what: str) -> None:
+        self.report.lost.append(what)
+        self.report.lost_at.append(time.monotonic())
+
+    def _error(self, what: str) -> None:
+        self.report.errors.append(what)
+        self.report.error_at.append(time.monotonic())
 
     def run(self) -> None:
         size = self.settings.block_size
@@ -119,7 +131,7 @@ class Worker:
             info = self.file.open()
             self.report.persistent = info.persistent
         except Exception as exc:
-            self.report.errors.append(f"open: {exc!r}")
+            self._error(f"open: {exc!r}")
             return
         generation = 0
         try:
@@ -132,7 +144,7 @@ class Worker:
                     try:
                         self.file.write(index * size, data)
                     except Exception as exc:
-                        self.report.errors.append(f"write block {index}: {exc!r}")
+                        self._error(f"write block {index}: {exc!r}")
                         continue
                     self.acked[index] = generation
                     self.report.writes += 1
@@ -142,14 +154,14 @@ class Worker:
                             self._check(probe, self.file.read(probe * size, size))
                             self.report.reads += 1
                         except Exception as exc:
-                            self.report.errors.append(f"read block {probe}: {exc!r}")
+                            self._error(f"read block {probe}: {exc!r}")
             self.verify()
         finally:
             self.report.stalls = [_stall_dict(s) for s in self.file.stalls]
             try:
                 self.file.close()
             except Exception as exc:
-                self.report.errors.append(f"close: {exc!r}")
+                self._error(f"close: {exc!r}")
 
     def verify(self) -> None:
         size = self.settings.block_size
@@ -157,7 +169,57 @@ class Worker:
             try:
                 self._check(index, self.file.read(index * size, size))
             except Exception as exc:
-                self.report.errors.append(f"verify block {index}: {exc!r}")
+                self._error(f"verify block {index}: {exc!r}")
+
+
+class ProbeRun:
+    """The workload running in the background, observable while it runs.
+
+    `start()` launches the workers; `current_stall()` is how long the worst-off
+    worker has been waiting right now; `stalls()` every finished stall so far;
+    `stop()` ends the I/O, verifies every acknowledged block and returns the report.
+    """
+
+    def __init__(self, settings: ProbeSettings, first_index: int = 0) -> None:
+        self.settings = settings
+        self.stop_event = threading.Event()
+        self.workers = [
+            Worker(settings, first_index + i, self.stop_event) for i in range(settings.files)
+        ]
+        self._threads = [
+            threading.Thread(target=w.run, name=f"probe-{w.path}", daemon=True)
+            for w in self.workers
+        ]
+        self.started = 0.0
+
+    def start(self) -> ProbeRun:
+        self.started = time.time()
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def current_stall(self) -> float:
+        now = time.monotonic()
+        return max((w.file.current_stall(now) for w in self.workers), default=0.0)
+
+    def stalls(self) -> list[Stall]:
+        return [s for w in self.workers for s in list(w.file.stalls)]
+
+    def writes(self) -> int:
+        return sum(w.report.writes for w in self.workers)
+
+    def errors(self) -> int:
+        return sum(len(w.report.errors) for w in self.workers)
+
+    def ready(self) -> bool:
+        """Every worker has its handle open (or gave up trying)."""
+        return all(w.file.handle is not None or w.report.errors for w in self.workers)
+
+    def stop(self, timeout: float | None = None) -> ProbeReport:
+        self.stop_event.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        return ProbeReport([w.report for w in self.workers], self.started, time.time())
 
 
 def run_probe(settings: ProbeSettings, stop: threading.Event | None = None) -> ProbeReport:
