@@ -4,11 +4,17 @@
                [--config FILE.yaml] [--netname NAME] [--state file:DIR] [--log-level info]
 
                [--owner-epoch N] [--standby | --forward-to HOST:PORT] [--admin-listen HOST:PORT]
+               [--witness-listen HOST:PORT] [--kube]
 
 Settings load from the YAML config (contract 3) first; flags override them.
 SIGTERM/SIGINT stop accepting connections, let in-flight requests finish
 (bounded by --drain-timeout) and exit 0. A server fenced by a newer owner of
 its handle store exits 3 (docs/continuous-availability.md).
+
+--witness-listen (or the config's witness.listen) starts the MS-SWN witness
+next to the server; CA shares then also advertise SMB2_SHARE_CAP_CLUSTER.
+--kube (automatic when HASMB_LEASE is set) runs as an operator pod: ownership
+follows the SVM's Lease (hasmb.podrt.runtime, docs/operator.md).
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-misses", type=int, default=3, help="missed beats before takeover")
     p.add_argument("--no-auto-takeover", action="store_true", help="take over only when told")
     p.add_argument("--log-level", help="debug, info, warning, error")
+    p.add_argument("--witness-listen", help="HOST:PORT: run the witness (MS-SWN) here")
+    p.add_argument("--kube", action="store_true", help="ownership from the Lease ($HASMB_*)")
     p.add_argument("--drain-timeout", type=float, default=10.0, help="seconds to drain on SIGTERM")
     return p
 
@@ -76,6 +84,8 @@ def load_config(args: argparse.Namespace) -> SmbdConfig:
         cfg.forward_to = args.forward_to
     if args.users_dir:
         cfg.users_dir = args.users_dir
+    if args.witness_listen:
+        cfg.witness.listen = args.witness_listen
     for spec in args.share:
         share = parse_share_flag(spec)
         cfg.shares = [s for s in cfg.shares if s.name.lower() != share.name.lower()]
@@ -89,12 +99,59 @@ def load_config(args: argparse.Namespace) -> SmbdConfig:
     return cfg
 
 
-async def serve(cfg: SmbdConfig, drain_timeout: float, ca: CaOptions | None = None) -> int:
+async def serve(
+    cfg: SmbdConfig,
+    drain_timeout: float,
+    ca: CaOptions | None = None,
+    kube: bool = False,
+    config_map: str = "",
+) -> int:
     """Serve until SIGTERM/SIGINT (exit 0) or until fenced by a newer owner (exit 3)."""
+    from hasmb.podrt.env import PodEnv
+    from hasmb.podrt.witness import smbd_witness
     from hasmb.smb.ownership import run
     from hasmb.smb.server import SmbServer
 
-    return await run(SmbServer(cfg), cfg, ca or CaOptions(), drain_timeout)
+    ca = ca or CaOptions()
+    env = PodEnv.from_environ() if kube else None
+    witness = smbd_witness(cfg, cfg.all_users(), node=env.node if env else "")
+    if witness is not None:
+        await witness.start()
+    try:
+        if env is None:
+            return await run(SmbServer(cfg), cfg, ca, drain_timeout)
+        from hasmb.handles.kube_api import KubeApi
+        from hasmb.podrt.runtime import PodRuntime
+
+        api = KubeApi()
+        try:
+            rt = PodRuntime(
+                cfg,
+                env,
+                api,
+                config_map=config_map,
+                witness=witness,
+                admin_listen=ca.admin_listen,
+                drain_timeout=drain_timeout,
+            )
+            return await rt.run()
+        finally:
+            await api.close()
+    finally:
+        if witness is not None:
+            await witness.stop()
+
+
+def config_map_name(config_path: str | None) -> str:
+    """The ConfigMap a pod watches: `ownership.configMap` of the rendered config."""
+    if not config_path:
+        return ""
+    import yaml
+
+    with open(config_path) as f:
+        raw = yaml.safe_load(f) or {}
+    own = raw.get("ownership") if isinstance(raw, dict) else None
+    return str(own.get("configMap") or "") if isinstance(own, dict) else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +167,21 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(serve(cfg, args.drain_timeout, ca_options(args, cfg)))
+        from hasmb.podrt.env import PodEnv, PodEnvError
+
+        kube = args.kube or PodEnv.wanted()
+        return asyncio.run(
+            serve(
+                cfg,
+                args.drain_timeout,
+                ca_options(args, cfg),
+                kube=kube,
+                config_map=config_map_name(args.config) if kube else "",
+            )
+        )
+    except PodEnvError as exc:
+        print(f"hasmb-smbd: {exc}", file=sys.stderr)
+        return 2
     except (ValueError, OSError, StoreError) as exc:
         print(f"hasmb-smbd: {exc}", file=sys.stderr)
         return 1

@@ -118,7 +118,11 @@ def smbd_config(svm: SVM, shares: list[Share], lifs: list[LifPlacement]) -> dict
             ],
         },
         "metrics": {"listen": f"0.0.0.0:{METRICS_PORT}"},
-        "ownership": {"lease": f"{svm.meta.namespace}/{svm.lease_name}"},
+        # hasmb-smbd in the pod (hasmb.podrt) watches the Lease and this ConfigMap
+        "ownership": {
+            "lease": f"{svm.meta.namespace}/{svm.lease_name}",
+            "configMap": svm.config_map_name,
+        },
     }
     if svm.users_secret:
         config["usersDir"] = USERS_DIR

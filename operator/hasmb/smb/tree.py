@@ -7,6 +7,7 @@ import struct
 from hasmb.smb.constants import (
     DIALECT_300,
     FILE_ALL_ACCESS,
+    SHARE_CAP_CLUSTER,
     SHARE_CAP_CONTINUOUS_AVAILABILITY,
     SHARE_TYPE_DISK,
     SHARE_TYPE_PIPE,
@@ -67,6 +68,10 @@ async def handle_tree_connect(req: Request) -> bytes:
     caps = 0
     if share.config.continuously_available and conn.dialect >= DIALECT_300:
         caps |= SHARE_CAP_CONTINUOUS_AVAILABILITY
+        if req.server.config.witness.listen:
+            # a witness runs (hasmb-smbd starts it whenever witness.listen is set):
+            # clients may register with it (MS-SMB2 2.2.10, MS-SWN)
+            caps |= SHARE_CAP_CLUSTER
     stype = SHARE_TYPE_PIPE if share.is_ipc else SHARE_TYPE_DISK
     return struct.pack("<HBBIII", 16, stype, 0, flags, caps, access)
 

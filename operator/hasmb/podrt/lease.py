@@ -1,0 +1,220 @@
+"""The SVM's ownership Lease as hasmb-smbd sees it: watch it, renew it, fence on it.
+
+The operator writes holderIdentity (the owner node) and the annotation
+hasmb.io/epoch with a resourceVersion CAS (docs/operator.md). The pod on the
+holder node renews spec.renewTime -- a merge patch carrying the
+resourceVersion it last saw, so the apiserver refuses it (409) when anyone
+changed the Lease in between, and holder and epoch are never touched.
+
+Self-fencing (Patroni-style): the renewal deadline is judged on the local
+monotonic clock from the moment the last successful renewal was *sent* (its
+renewTime is no earlier than that). The operator waits for renewTime +
+leaseDurationSeconds before it takes a possibly-alive holder's SVM away, so a
+holder that has not renewed for `fence_fraction` of the duration stops serving
+with (1 - fence_fraction) of it to spare for closing connections and clock skew.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hasmb.controller.render import ANN_EPOCH, micro_time, read_ownership
+from hasmb.handles import StoreError
+from hasmb.handles.kube_api import KubeApi, KubeApiError
+
+log = logging.getLogger("hasmb.podrt.lease")
+
+LEASES = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseView:
+    holder: str | None
+    epoch: int
+    reason: str | None
+    duration: float
+    resource_version: str
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> LeaseView:
+        own = read_ownership(body)
+        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        return cls(own.holder, own.epoch, own.reason, own.duration, rv)
+
+
+@dataclass(eq=False)
+class LeaseWatch:
+    """The latest Lease, kept current by a watch; `changed` fires when holder or epoch move."""
+
+    api: KubeApi
+    namespace: str
+    name: str
+    current: LeaseView | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    @property
+    def path(self) -> str:
+        return LEASES.format(ns=self.namespace) + f"/{self.name}"
+
+    async def read(self) -> LeaseView:
+        return self.observe(await self.api.request("GET", self.path))
+
+    def observe(self, body: dict[str, Any]) -> LeaseView:
+        view = LeaseView.parse(body)
+        old = self.current
+        if old is not None and view.resource_version and old.resource_version:
+            # a late GET must not overwrite what a newer watch event told us
+            with contextlib.suppress(ValueError):
+                if int(view.resource_version) < int(old.resource_version):
+                    return old
+        self.current = view
+        if old is None or (old.holder, old.epoch) != (view.holder, view.epoch):
+            self.changed.set()
+        return view
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                view = await self.read()
+                params = {
+                    "fieldSelector": f"metadata.name={self.name}",
+                    "resourceVersion": view.resource_version,
+                    "allowWatchBookmarks": "false",
+                }
+                async for event in self.api.watch(LEASES.format(ns=self.namespace), params):
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind in ("ADDED", "MODIFIED") and isinstance(obj, dict):
+                        self.observe(obj)
+                    elif kind == "ERROR":
+                        break  # e.g. 410 Gone: re-list
+            except StoreError as exc:
+                log.warning("lease watch: %s", exc)
+                await asyncio.sleep(0.5)
+
+
+class LeaseLost(Exception):
+    """The Lease names another holder or epoch: this pod no longer owns the SVM."""
+
+
+@dataclass(eq=False)
+class LeaseRenewer:
+    """Renews the Lease while this pod owns it; `expired` fires at the fence deadline."""
+
+    watch: LeaseWatch
+    holder: str
+    epoch: int
+    fence_fraction: float = 2 / 3
+    last_ok: float = field(default_factory=time.monotonic)  # send time of the last renewal
+    renewals: int = 0
+    expired: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    def deadline(self, duration: float) -> float:
+        return self.last_ok + duration * self.fence_fraction
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def renew_once(self) -> None:
+        """One CAS on renewTime; raises LeaseLost, KubeApiError or StoreError."""
+        view = self.watch.current
+        if view is None or view.holder != self.holder or view.epoch != self.epoch:
+            raise LeaseLost(f"lease is {view}")
+        sent = time.monotonic()
+        patch = {
+            "metadata": {"resourceVersion": view.resource_version},
+            "spec": {"renewTime": micro_time(time.time())},
+        }
+        body = await self.watch.api.request(
+            "PATCH", self.watch.path, body=patch, content_type="application/merge-patch+json"
+        )
+        got = self.watch.observe(body)
+        if got.holder != self.holder or got.epoch != self.epoch:
+            raise LeaseLost(f"lease is {got}")
+        self.last_ok = sent
+        self.renewals += 1
+
+    async def _run(self) -> None:
+        while True:
+            view = self.watch.current
+            duration = view.duration if view is not None else 15.0
+            try:
+                await asyncio.wait_for(self.renew_once(), max(0.1, self._left(duration)))
+            except LeaseLost as exc:
+                log.warning("ownership moved: %s", exc)
+                self.lost.set()
+                return
+            except KubeApiError as exc:
+                if exc.status == 409:
+                    # someone else wrote the Lease: re-read and decide again at once
+                    with contextlib.suppress(StoreError):
+                        await asyncio.wait_for(self.watch.read(), max(0.1, self._left(duration)))
+                    if self._check(duration):
+                        return
+                    continue
+                log.warning("lease renewal refused: %s", exc)
+            except (StoreError, TimeoutError) as exc:
+                log.warning("lease renewal failed: %s", exc)
+            if self._check(duration):
+                return
+            ok_recently = self.last_ok >= time.monotonic() - 0.05
+            pause = duration / 3 if ok_recently else min(0.5, duration / 10)
+            await asyncio.sleep(min(pause, max(0.0, self._left(duration))))
+            if self._check(duration):
+                return
+
+    def _left(self, duration: float) -> float:
+        return self.deadline(duration) - time.monotonic()
+
+    def _check(self, duration: float) -> bool:
+        if self._left(duration) <= 0:
+            log.critical(
+                "could not renew the lease for %.1f s (duration %.0f s): self-fencing",
+                time.monotonic() - self.last_ok,
+                duration,
+            )
+            self.expired.set()
+            return True
+        return False
+
+
+async def bump_epoch(watch: LeaseWatch, holder: str, at_least: int) -> int:
+    """A restarted owner whose store already stands at the Lease's epoch cannot take it
+    again at that epoch; it raises the Lease's epoch (holder unchanged, CAS) first."""
+    view = watch.current or await watch.read()
+    if view.holder != holder:
+        raise LeaseLost(f"lease is {view}")
+    new = max(view.epoch, at_least) + 1
+    patch = {
+        "metadata": {
+            "resourceVersion": view.resource_version,
+            "annotations": {ANN_EPOCH: str(new)},
+        },
+        "spec": {"leaseTransitions": new, "renewTime": micro_time(time.time())},
+    }
+    body = await watch.api.request(
+        "PATCH", watch.path, body=patch, content_type="application/merge-patch+json"
+    )
+    return watch.observe(body).epoch

@@ -1,0 +1,366 @@
+"""hasmb-smbd in an operator pod: ownership follows the SVM's Lease.
+
+    hasmb-smbd --config /etc/hasmb/config/hasmb-smbd.yaml [--kube]   # automatic with HASMB_LEASE
+
+- Holder (Lease holderIdentity == HASMB_NODE): take the handle store at the
+  Lease's epoch (warm, through hasmb.smb.forward.Standby.take_over: the
+  follower's mirror is adopted) and serve; renew spec.renewTime every
+  leaseDurationSeconds/3 (lease.LeaseRenewer). If renewal fails for 2/3 of the
+  duration (monotonic clock), self-fence: abort every client connection, stop
+  accepting, exit 3 -- before the operator could move the Lease (it waits the
+  whole duration from the last renewTime).
+- Not the holder: a forwarding standby. Follow the store, relay SMB
+  connections to the holder's pod IP (peers.PeerWatch) at this server's own
+  SMB port (both pods of an SVM share one rendered config).
+- Holder moves here (planned or unplanned): take over at the new epoch.
+  Holder moves away (planned giveback, ARL): hand over in-process -- stop
+  accepting, let in-flight requests finish (`handover_drain`), close the
+  connections, and start again as a standby on the same address, forwarding to
+  the new owner. That is shorter for clients than exiting and waiting for the
+  kubelet to restart the container.
+- The store says a newer epoch (someone fenced us): re-read the Lease; if it
+  still names this node the store was taken behind the operator's back, exit 3.
+- Witness: RESOURCE_CHANGE (unplanned, reason Failover) or CLIENT_MOVE to the
+  new owner's interfaces (planned) on every ownership move; the ConfigMap's
+  witness interfaces feed update_interfaces().
+- The ConfigMap is watched through the API: share additions, removals and
+  property changes apply without a restart (shares.apply_shares).
+- The pod annotation hasmb.io/persistent-handles carries the count of
+  persistent opens (patched at most every `annotate_interval` seconds, on change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from hasmb.controller.render import CONFIG_KEY
+from hasmb.handles import HandleStore, StoreError, open_store
+from hasmb.handles.kube_api import KubeApi
+from hasmb.podrt.env import PodEnv
+from hasmb.podrt.lease import LeaseRenewer, LeaseView, LeaseWatch, bump_epoch
+from hasmb.podrt.peers import PeerWatch
+from hasmb.podrt.shares import apply_shares
+from hasmb.podrt.witness import witness_interfaces
+from hasmb.smb.config import ConfigError, SmbdConfig, from_mapping
+from hasmb.smb.forward import Standby
+from hasmb.smb.ownership import FENCED_EXIT, _host_port, watch_epoch
+from hasmb.smb.server import SmbServer
+from hasmb.witness.service import WitnessService
+
+log = logging.getLogger("hasmb.podrt")
+
+ANN_HANDLES = "hasmb.io/persistent-handles"
+# Lease reasons the operator writes for moves nobody planned (docs/operator.md)
+UNPLANNED = frozenset({"Failover"})
+
+
+@dataclass(eq=False)
+class LeaseStandby(Standby):
+    """A Standby that takes over only when the Lease says so (no heartbeat, no
+    SIGUSR1, POST /takeover is refused): the operator decides ownership."""
+
+    def request_takeover(self, reason: str, epoch: int | None = None) -> None:
+        log.warning("takeover request (%s) ignored: ownership follows the Lease", reason)
+
+
+@dataclass(eq=False)
+class PodRuntime:
+    cfg: SmbdConfig
+    env: PodEnv
+    api: KubeApi
+    config_map: str = ""
+    witness: WitnessService | None = None
+    admin_listen: str = ""
+    drain_timeout: float = 10.0
+    handover_drain: float = 1.0
+    annotate_interval: float = 2.0
+    epoch_check: float = 1.0
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    server: SmbServer = field(init=False)
+    store: HandleStore = field(init=False)
+    standby: LeaseStandby = field(init=False)
+    lease: LeaseWatch = field(init=False)
+    peers: PeerWatch = field(init=False)
+    renewer: LeaseRenewer | None = None
+    handovers: list[float] = field(default_factory=list)
+    _admin: asyncio.AbstractServer | None = None
+    _owner_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _host: str = ""
+    _port: int = 0
+
+    # ------------------------------------------------------------ main loop
+    async def run(self) -> int:
+        self._host, self._port = self.cfg.listen_host_port()
+        self.config_map = self.config_map or f"{self.env.svm}-config"
+        self.lease = LeaseWatch(self.api, self.env.namespace, self.env.lease)
+        view = await self.lease.read()
+        log.info("lease %s: holder %s, epoch %d", self.env.lease, view.holder, view.epoch)
+        self.lease.start()
+        self.peers = PeerWatch(self.api, self.env.namespace, self.env.svm)
+        self.peers.start()
+        loop = asyncio.get_running_loop()
+        self._tasks += [
+            loop.create_task(self._watch_config()),
+            loop.create_task(self._publish_handles()),
+        ]
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, log.info, "SIGUSR1 ignored: the Lease decides")
+        await self._start_standby()
+        try:
+            return await self._loop()
+        finally:
+            for t in self._tasks:
+                t.cancel()
+            await self.lease.stop()
+            await self.peers.stop()
+
+    async def _loop(self) -> int:
+        seen: LeaseView | None = None
+        while True:
+            view = self.lease.current
+            assert view is not None
+            self.lease.changed.clear()
+            self.peers.changed.clear()
+            if seen is not None and (seen.holder, seen.epoch) != (view.holder, view.epoch):
+                self._notify_move(seen.holder, view)
+            seen = view
+            mine = view.holder == self.env.node
+            if mine and self.standby.role == "standby":
+                await self._become_owner(view)
+            elif not mine and self.standby.role == "owner":
+                await self._hand_over(view)
+            self._point_forwarding(view)
+            waits: list[asyncio.Event] = [
+                self.stop,
+                self.lease.changed,
+                self.peers.changed,
+                self.server.ca.fenced,
+            ]
+            if self.renewer is not None:
+                waits += [self.renewer.expired, self.renewer.lost]
+            retry = 1.0 if mine and self.standby.role != "owner" else None
+            futures = [asyncio.ensure_future(e.wait()) for e in waits]
+            await asyncio.wait(futures, timeout=retry, return_when=asyncio.FIRST_COMPLETED)
+            for f in futures:
+                f.cancel()
+            if self.stop.is_set():
+                return await self._shutdown()
+            if self.renewer is not None and self.renewer.expired.is_set():
+                return await self._self_fence("lease renewal failed")
+            if self.server.ca.fenced.is_set() and self.standby.role == "owner":
+                with contextlib.suppress(StoreError, TimeoutError):
+                    await asyncio.wait_for(self.lease.read(), 5)
+                now = self.lease.current
+                if now is not None and now.holder == self.env.node:
+                    return await self._self_fence("store taken at a newer epoch")
+                # the Lease moved: the next round hands over
+
+    # ------------------------------------------------------------ roles
+    async def _start_standby(self) -> None:
+        self.server = SmbServer(self.cfg)
+        self.store = open_store(self.cfg.state)
+        self.standby = LeaseStandby(
+            self.server, self.store, self.env.owner_name, auto_takeover=False
+        )
+        await self.standby.start(self._host, self._port)
+        await self._serve_admin()
+
+    async def _serve_admin(self) -> None:
+        from hasmb.smb.admin import serve_admin
+
+        if self._admin is not None:
+            self._admin.close()
+        listen = self.admin_listen or self.cfg.admin_listen or self.cfg.metrics_listen
+        if listen:
+            self._admin = await serve_admin(
+                *_host_port(listen), self.server, self.store, self.standby
+            )
+
+    async def _become_owner(self, view: LeaseView) -> None:
+        epoch = view.epoch
+        try:
+            current = await self.store.read_epoch()
+            if current.epoch >= epoch:
+                # this pod restarted (or someone took the store outside the Lease):
+                # the store cannot be taken again at the Lease's epoch
+                log.warning(
+                    "store at epoch %d (%s), lease at %d: raising the lease's epoch",
+                    current.epoch,
+                    current.owner,
+                    epoch,
+                )
+                epoch = await bump_epoch(self.lease, self.env.node, current.epoch)
+        except StoreError as exc:
+            log.error("cannot take ownership yet: %s", exc)
+            return
+        self.standby.epoch = epoch
+        await self.standby.take_over(f"lease names {self.env.node} at epoch {epoch}")
+        if self.standby.role != "owner":
+            return
+        self.renewer = LeaseRenewer(self.lease, self.env.node, epoch)
+        self.renewer.start()
+        loop = asyncio.get_running_loop()
+        self._owner_tasks = [
+            loop.create_task(watch_epoch(self.server, self.store, self.epoch_check))
+        ]
+        log.warning(
+            "owner of %s at epoch %d (takeover %.3f s)",
+            self.env.svm,
+            epoch,
+            self.standby.takeover_seconds,
+        )
+
+    async def _stop_owner_tasks(self) -> None:
+        if self.renewer is not None:
+            await self.renewer.stop()
+            self.renewer = None
+        for t in self._owner_tasks:
+            t.cancel()
+        self._owner_tasks = []
+
+    async def _hand_over(self, view: LeaseView) -> None:
+        """Planned move away: stop accepting, finish in-flight requests, close, become standby."""
+        started = time.monotonic()
+        log.warning("lease moved to %s at epoch %d: handing over", view.holder, view.epoch)
+        await self._stop_owner_tasks()
+        server, standby, store = self.server, self.standby, self.store
+        await standby.stop()  # the listener closes: nothing new is accepted
+        await server.stop(self.handover_drain)
+        await server.ca.shutdown()
+        with contextlib.suppress(StoreError, TimeoutError):
+            await asyncio.wait_for(store.close(), 5)
+        await self._start_standby()
+        self._point_forwarding(view)
+        self.handovers.append(time.monotonic() - started)
+        log.warning("standby again in %.3f s", self.handovers[-1])
+
+    def _point_forwarding(self, view: LeaseView) -> None:
+        if self.standby.role != "standby":
+            return
+        ip = self.peers.addresses.get(view.holder or "") if view.holder != self.env.node else None
+        target = (ip, self._port) if ip else None
+        if target != self.standby.forward_to:
+            log.info("forwarding to %s", f"{ip}:{self._port}" if target else "nobody")
+            self.standby.forward_to = target
+
+    async def _self_fence(self, why: str) -> int:
+        """Stop serving now: no reply leaves this process after this point."""
+        log.critical(
+            "self-fencing (%s): closing every client connection, exit %d", why, FENCED_EXIT
+        )
+        if self.standby._listener is not None:
+            self.standby._listener.close()
+        for c in list(self.server.connections):
+            c.writer.transport.abort()
+        for r in list(self.standby.relays):
+            r.close()
+        await self._stop_owner_tasks()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._close_all(0), 3)
+        return FENCED_EXIT
+
+    async def _shutdown(self) -> int:
+        log.info("stopping (draining up to %.0f s)", self.drain_timeout)
+        await self._stop_owner_tasks()
+        await self._close_all(self.drain_timeout)
+        return 0
+
+    async def _close_all(self, drain: float) -> None:
+        if self._admin is not None:
+            self._admin.close()
+        await self.standby.stop()
+        await self.server.stop(drain)
+        await self.server.ca.shutdown()
+        with contextlib.suppress(StoreError, TimeoutError):
+            await asyncio.wait_for(self.store.close(), 5)
+
+    # ------------------------------------------------------------ witness
+    def _notify_move(self, old: str | None, view: LeaseView) -> None:
+        if self.witness is None or old is None or old == view.holder:
+            return
+        if view.reason in UNPLANNED:
+            sent = self.witness.notify_node_state(old, available=False)
+            log.info("witness: RESOURCE_CHANGE for %s's interfaces to %d client(s)", old, sent)
+            return
+        dest = self.witness.node_addresses(view.holder or "")
+        if dest:
+            sent = self.witness.notify_client_move(dest)
+            log.info("witness: CLIENT_MOVE to %s for %d client(s)", dest, sent)
+
+    # ------------------------------------------------------------ config
+    async def _watch_config(self) -> None:
+        path = f"/api/v1/namespaces/{self.env.namespace}/configmaps"
+        while True:
+            try:
+                body = await self.api.request("GET", f"{path}/{self.config_map}")
+                self.apply_config(body)
+                rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+                params = {
+                    "fieldSelector": f"metadata.name={self.config_map}",
+                    "resourceVersion": rv,
+                }
+                async for event in self.api.watch(path, params):
+                    kind, obj = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        break
+                    if kind in ("ADDED", "MODIFIED") and isinstance(obj, dict):
+                        self.apply_config(obj)
+            except StoreError as exc:
+                log.warning("config watch: %s", exc)
+                await asyncio.sleep(1.0)
+
+    def apply_config(self, body: dict[str, Any]) -> None:
+        text = (body.get("data") or {}).get(CONFIG_KEY)
+        if not text:
+            return
+        try:
+            data = yaml.safe_load(text) or {}
+            new = from_mapping(data if isinstance(data, dict) else {})
+        except (yaml.YAMLError, ConfigError, ValueError, KeyError, TypeError) as exc:
+            log.error("config map %s: %s; keeping the running config", self.config_map, exc)
+            return
+        changes = apply_shares(self.server, new.shares)
+        if changes:
+            log.info(
+                "shares: added %s, removed %s, changed %s, failed %s",
+                changes.added,
+                changes.removed,
+                changes.changed,
+                changes.failed,
+            )
+        if new.witness.interfaces != self.cfg.witness.interfaces:
+            self.cfg.witness.interfaces = new.witness.interfaces
+            if self.witness is not None:
+                sent = self.witness.update_interfaces(witness_interfaces(self.cfg))
+                log.info("witness interfaces updated (%d notification(s))", sent)
+
+    # ------------------------------------------------------------ pod annotation
+    async def _publish_handles(self) -> None:
+        path = f"/api/v1/namespaces/{self.env.namespace}/pods/{self.env.pod_name}"
+        published: int | None = None
+        while True:
+            server = getattr(self, "server", None)
+            if server is not None:
+                count = sum(
+                    1 for o in server.state.opens.values() if o.is_persistent and not o.closed
+                )
+                if count != published:
+                    patch = {"metadata": {"annotations": {ANN_HANDLES: str(count)}}}
+                    try:
+                        await self.api.request(
+                            "PATCH", path, body=patch, content_type="application/merge-patch+json"
+                        )
+                        published = count
+                    except StoreError as exc:
+                        log.debug("pod annotation not published: %s", exc)
+            await asyncio.sleep(self.annotate_interval)
