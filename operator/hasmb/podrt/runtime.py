@@ -265,8 +265,9 @@ class PodRuntime:
         for r in list(self.standby.relays):
             r.close()
         await self._stop_owner_tasks()
+        # the store may be as unreachable as the apiserver: do not wait long for it
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._close_all(0), 3)
+            await asyncio.wait_for(self._close_all(0), 1)
         return FENCED_EXIT
 
     async def _shutdown(self) -> int:

@@ -1,0 +1,520 @@
+"""hasmb-smbd in the operator's pods (hasmb.podrt), against the real apiserver.
+
+kwok only pretends to run pods, so each test runs two hasmb-smbd processes locally
+with the env of two pods (svm1-node-a, svm1-node-b) whose objects it creates in its
+own namespace, each on its own 127.x address, both on the configmap handle store
+and one shared temp directory (the RWX volume). The test plays the kubelet (it
+writes the pods' status.podIP) and the operator (it moves the Lease the way a
+planned takeover or an unplanned failover does: holder, epoch + 1, reason).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from smbprotocol.connection import Connection, Dialects
+from smbprotocol.session import Session
+from smbprotocol.tree import TreeConnect
+
+from hasmb.probe.ca_client import CaFile, CaTarget
+from tests.support.cluster import KubeCluster
+
+USER, PASSWORD = "alice", "Secret-pw1"
+SVM = "svm1"
+LEASE_SECONDS = 6
+T = TypeVar("T")
+
+
+def wait_for(fn: Callable[[], T | None], timeout: float, what: str) -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = fn()
+        except (OSError, ValueError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(0.05)
+
+
+def micro(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_micro(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class ApiProxy:
+    """A TCP relay to the apiserver that can be cut (a partition: bytes vanish, no RST)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = int(self.sock.getsockname()[1])
+        self.cut = threading.Event()
+        self.closed = threading.Event()
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(client)
+            if self.cut.is_set():
+                continue  # held open, never answered
+            try:
+                up = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            self.conns.append(up)
+            for a, b in ((client, up), (up, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if self.cut.is_set():
+                    continue
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            if not self.cut.is_set():
+                for s in (src, dst):
+                    try:
+                        s.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+    def close(self) -> None:
+        self.closed.set()
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@dataclass
+class Smbd:
+    node: str
+    ip: str
+    port: int
+    admin_port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def status(self) -> dict[str, Any]:
+        url = f"http://{self.ip}:{self.admin_port}/status"
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            body: dict[str, Any] = json.loads(resp.read())
+            return body
+
+    def role(self) -> str:
+        try:
+            return str(self.status()["role"])
+        except OSError:
+            return ""
+
+
+@dataclass
+class PodPair:
+    cluster: KubeCluster
+    namespace: str
+    tmp: Path
+    shared: Path
+    ips: dict[str, str]
+    port: int
+    procs: dict[str, Smbd] = field(default_factory=dict)
+
+    # --- objects -------------------------------------------------------------------
+    def kubectl(self, *args: str, input: str | None = None) -> str:
+        return self.cluster.kubectl("-n", self.namespace, *args, input=input).stdout
+
+    def config(self, shares: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return {
+            "netname": "SVM1",
+            "listen": "0.0.0.0:445",
+            "shares": shares
+            or [{"name": "ca", "path": str(self.shared / "ca"), "continuouslyAvailable": True}],
+            "users": [{"name": USER, "password": PASSWORD}],
+            "state": f"configmap:{self.namespace}/{SVM}-state",
+            "logLevel": "info",
+            "ownership": {"lease": f"{self.namespace}/{SVM}-owner", "configMap": f"{SVM}-config"},
+        }
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+    def put_config(self, cfg: dict[str, Any]) -> None:
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": f"{SVM}-config", "labels": {"hasmb.io/svm": SVM}},
+                "data": {"hasmb-smbd.yaml": yaml.safe_dump(cfg)},
+            }
+        )
+
+    def lease(self) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.kubectl("get", "lease", f"{SVM}-owner", "-o", "json"))
+        return out
+
+    def move_lease(self, holder: str, reason: str) -> int:
+        """What the operator does: holder, epoch + 1, acquire/renew now (a CAS there)."""
+        cur = self.lease()
+        epoch = int(cur["metadata"]["annotations"]["hasmb.io/epoch"]) + 1
+        now = micro(time.time())
+        patch = {
+            "metadata": {
+                "resourceVersion": cur["metadata"]["resourceVersion"],
+                "annotations": {"hasmb.io/epoch": str(epoch), "hasmb.io/reason": reason},
+            },
+            "spec": {
+                "holderIdentity": holder,
+                "acquireTime": now,
+                "renewTime": now,
+                "leaseTransitions": epoch,
+            },
+        }
+        self.kubectl("patch", "lease", f"{SVM}-owner", "--type=merge", "-p", json.dumps(patch))
+        return epoch
+
+    def create_objects(self) -> None:
+        self.put_config(self.config())
+        now = micro(time.time())
+        self.apply(
+            {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {
+                    "name": f"{SVM}-owner",
+                    "labels": {"hasmb.io/svm": SVM},
+                    "annotations": {"hasmb.io/epoch": "1", "hasmb.io/reason": "Home"},
+                },
+                "spec": {
+                    "holderIdentity": "node-a",
+                    "leaseDurationSeconds": LEASE_SECONDS,
+                    "acquireTime": now,
+                    "renewTime": now,
+                    "leaseTransitions": 1,
+                },
+            }
+        )
+        for node, ip in self.ips.items():
+            name = f"{SVM}-{node}"
+            self.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": name,
+                        "labels": {"hasmb.io/svm": SVM, "hasmb.io/node": node},
+                    },
+                    # never scheduled (no kwok node runs it): this test is its kubelet
+                    "spec": {
+                        "schedulerName": "hasmb-test-none",
+                        "containers": [{"name": "smbd", "image": "hasmb:dev"}],
+                    },
+                }
+            )
+            status = {"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}}
+            self.kubectl(
+                "patch",
+                "pod",
+                name,
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                json.dumps(status),
+            )
+
+    # --- processes -----------------------------------------------------------------
+    def start(self, node: str, kubeconfig: Path | None = None) -> Smbd:
+        ip = self.ips[node]
+        cfg_path = self.tmp / f"{node}.yaml"
+        cfg_path.write_text(yaml.safe_dump(self.config()))
+        admin_port = free_port(ip)
+        log_path = self.tmp / f"{node}.log"
+        env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            KUBECONFIG=str(kubeconfig or self.cluster.kubeconfig),
+            HASMB_NODE=node,
+            HASMB_SVM=SVM,
+            HASMB_LEASE=f"{SVM}-owner",
+            HASMB_NAMESPACE=self.namespace,
+            HASMB_POD_NAME=f"{SVM}-{node}",
+        )
+        args = [
+            sys.executable,
+            "-m",
+            "hasmb.cli.smbd",
+            "--config",
+            str(cfg_path),
+            "--listen",
+            f"{ip}:{self.port}",
+            "--admin-listen",
+            f"{ip}:{admin_port}",
+            "--drain-timeout",
+            "2",
+        ]
+        with open(log_path, "wb") as out:
+            proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        smbd = Smbd(node, ip, self.port, admin_port, proc, log_path)
+        self.procs[node] = smbd
+        wait_for(lambda: smbd.role() or proc.poll() is not None, 30, f"{node} to start")
+        assert proc.poll() is None, smbd.log()
+        return smbd
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.proc.poll() is None:
+                p.proc.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                p.proc.kill()
+                p.proc.wait(5)
+
+    def client(self, via: str, name: str) -> CaFile:
+        target = CaTarget(self.ips[via], self.port, "ca", USER, PASSWORD)
+        return CaFile(target, name, durable_timeout_ms=60_000, reclaim_deadline=40)
+
+
+@pytest.fixture
+def pair(kube_cluster: KubeCluster, tmp_path: Path) -> Iterator[PodPair]:
+    ns = f"podrt-{uuid.uuid4().hex[:8]}"
+    kube_cluster.kubectl("create", "namespace", ns)
+    base = f"127.{random.randint(100, 250)}.{random.randint(1, 250)}"
+    ips = {"node-a": f"{base}.11", "node-b": f"{base}.12"}
+    shared = tmp_path / "volume"
+    (shared / "ca").mkdir(parents=True)
+    port = free_port(ips["node-a"])
+    p = PodPair(kube_cluster, ns, tmp_path, shared, ips, port)
+    p.create_objects()
+    try:
+        yield p
+    finally:
+        p.stop_all()
+        kube_cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def start_pair(pair: PodPair) -> tuple[Smbd, Smbd]:
+    a = pair.start("node-a")
+    b = pair.start("node-b")
+    wait_for(lambda: a.role() == "owner", 30, "node-a to own the SVM")
+    wait_for(
+        lambda: b.status().get("forwardTo") == f"{pair.ips['node-a']}:{pair.port}",
+        30,
+        "node-b to forward to node-a",
+    )
+    return a, b
+
+
+def write_blocks(f: CaFile, count: int, start: int = 0) -> dict[int, bytes]:
+    acked = {}
+    for i in range(start, start + count):
+        block = os.urandom(4096)
+        assert f.write(i * 4096, block) == 4096
+        acked[i * 4096] = block
+    return acked
+
+
+def pod_annotation(pair: PodPair, node: str) -> str:
+    pod = json.loads(pair.kubectl("get", "pod", f"{SVM}-{node}", "-o", "json"))
+    return str((pod["metadata"].get("annotations") or {}).get("hasmb.io/persistent-handles", ""))
+
+
+def test_planned_move_forwarded_and_direct_clients_reclaim(pair: PodPair) -> None:
+    a, b = start_pair(pair)
+    assert a.status()["epoch"] == 1
+    forwarded = pair.client("node-b", "forwarded.vhdx")  # enters through the standby
+    direct = pair.client("node-a", "direct.vhdx")  # enters through the owner's own LIF
+    assert forwarded.open().persistent and direct.open().persistent
+    acked_f, acked_d = write_blocks(forwarded, 16), write_blocks(direct, 16)
+    assert b.status()["forwarded"] == 1
+    wait_for(lambda: pod_annotation(pair, "node-a") == "2", 15, "handle count annotation")
+    # the owner renews: renewTime moves past acquireTime
+    wait_for(
+        lambda: pair.lease()["spec"]["renewTime"] != pair.lease()["spec"]["acquireTime"],
+        LEASE_SECONDS,
+        "a lease renewal",
+    )
+    wait_for(lambda: b.status()["mirroredOpens"] == 2, 15, "the standby's mirror")
+
+    moved = time.monotonic()
+    epoch = pair.move_lease("node-b", "PlannedTakeover")
+    acked_f.update(write_blocks(forwarded, 1, start=16))
+    first_f = time.monotonic() - moved
+    acked_d.update(write_blocks(direct, 1, start=16))
+    first_d = time.monotonic() - moved
+    acked_f.update(write_blocks(forwarded, 7, start=17))
+    acked_d.update(write_blocks(direct, 7, start=17))
+    st_b = b.status()
+    assert st_b["role"] == "owner" and st_b["epoch"] == epoch, st_b
+    wait_for(lambda: a.role() == "standby", 15, "node-a to hand over")
+    assert a.status()["forwardTo"] == f"{pair.ips['node-b']}:{pair.port}"
+    for f, acked in ((forwarded, acked_f), (direct, acked_d)):
+        assert f.stalls, "the move went unnoticed"
+        for offset, block in acked.items():
+            assert f.read(offset, 4096) == block
+    stall_f = max(s.seconds for s in forwarded.stalls)
+    stall_d = max(s.seconds for s in direct.stalls)
+    print(
+        f"planned move: forwarded client stall {stall_f:.3f} s (first write done "
+        f"{first_f:.3f} s after the Lease patch), direct client {stall_d:.3f} s "
+        f"({first_d:.3f} s)"
+    )
+    assert "handing over" in a.log() and "standby again in" in a.log()
+    wait_for(lambda: pod_annotation(pair, "node-b") == "2", 15, "node-b's handle count")
+    assert b.status()["reclaims"] == 2
+    # the renewer is node-b's now
+    renewed = pair.lease()["spec"]["renewTime"]
+    wait_for(lambda: pair.lease()["spec"]["renewTime"] != renewed, LEASE_SECONDS, "b renews")
+    forwarded.close()
+    direct.close()
+
+
+def test_owner_kill_9_then_lease_moved(pair: PodPair) -> None:
+    a, b = start_pair(pair)
+    f = pair.client("node-b", "db.mdf")
+    assert f.open().persistent
+    acked = write_blocks(f, 16)
+    wait_for(lambda: b.status()["mirroredOpens"] == 1, 15, "the standby's mirror")
+    killed = time.monotonic()
+    a.proc.kill()
+    a.proc.wait(10)
+    epoch = pair.move_lease("node-b", "Failover")  # the operator's unplanned path
+    acked.update(write_blocks(f, 8, start=16))
+    done = time.monotonic()
+    st = b.status()
+    assert st["role"] == "owner" and st["epoch"] == epoch, st
+    for offset, block in acked.items():
+        assert f.read(offset, 4096) == block
+    assert f.stalls
+    print(
+        f"kill -9 + lease moved: client stall {max(s.seconds for s in f.stalls):.3f} s, "
+        f"kill to first write done {done - killed:.3f} s, takeover {st['takeoverSeconds']:.3f} s"
+    )
+    f.close()
+
+
+def test_owner_that_cannot_renew_fences_before_the_lease_expires(
+    pair: PodPair, kube_cluster: KubeCluster
+) -> None:
+    kc = yaml.safe_load(kube_cluster.kubeconfig.read_text())
+    server = kc["clusters"][0]["cluster"]["server"]
+    host, port = server.split("//", 1)[1].rsplit(":", 1)
+    proxy = ApiProxy((host, int(port)))
+    try:
+        kc["clusters"][0]["cluster"]["server"] = f"https://{host}:{proxy.port}"
+        cut_kubeconfig = pair.tmp / "cut-kubeconfig"
+        cut_kubeconfig.write_text(yaml.safe_dump(kc))
+        a = pair.start("node-a", kubeconfig=cut_kubeconfig)
+        wait_for(lambda: a.role() == "owner", 30, "node-a to own the SVM")
+        f = pair.client("node-a", "fenced.vhdx")
+        assert f.open().persistent
+        write_blocks(f, 4)
+        proxy.cut.set()
+        cut_at = time.time()
+
+        def refused() -> bool:
+            try:
+                socket.create_connection((a.ip, a.port), timeout=0.5).close()
+            except OSError:
+                return True
+            return False
+
+        wait_for(refused, 3 * LEASE_SECONDS, "node-a to stop accepting")
+        stopped = time.time()
+        wait_for(lambda: a.proc.poll() is not None, 10, "node-a to exit")
+        assert a.proc.returncode == 3, a.log()
+        renew = parse_micro(pair.lease()["spec"]["renewTime"])
+        expiry = renew + LEASE_SECONDS
+        print(
+            f"self-fence: stopped {stopped - cut_at:.2f} s after the cut, "
+            f"{expiry - stopped:.2f} s before the lease could expire"
+        )
+        assert stopped < expiry, (stopped, expiry)
+        assert "self-fencing (lease renewal failed)" in a.log()
+        # the client's connection was cut too: a reclaim finds nobody serving
+        f.reclaim_deadline = 1.0
+        with pytest.raises(Exception):  # noqa: B017 -- ReclaimFailed or a transport error
+            f.write(0, b"x" * 4096)
+        f.abandon()
+    finally:
+        proxy.close()
+
+
+def test_share_added_to_the_config_map_is_served_without_restart(pair: PodPair) -> None:
+    a, _b = start_pair(pair)
+    (pair.shared / "new").mkdir()
+
+    def tree_connect(share: str) -> bool:
+        conn = Connection(uuid.uuid4(), a.ip, a.port)
+        conn.connect(Dialects.SMB_3_1_1)
+        try:
+            session = Session(conn, USER, PASSWORD)
+            session.connect()
+            tree = TreeConnect(session, rf"\\{a.ip}\{share}")
+            try:
+                tree.connect()
+            except Exception:
+                return False
+            return True
+        finally:
+            conn.disconnect()
+
+    assert not tree_connect("new")
+    shares = [
+        {"name": "ca", "path": str(pair.shared / "ca"), "continuouslyAvailable": True},
+        {"name": "new", "path": str(pair.shared / "new")},
+    ]
+    changed = time.monotonic()
+    pair.put_config(pair.config(shares))
+    wait_for(lambda: tree_connect("new"), 10, "share 'new' to be served")
+    print(f"share added: served after {time.monotonic() - changed:.2f} s")
+    pair.put_config(pair.config(shares[:1]))
+    wait_for(lambda: not tree_connect("new"), 10, "share 'new' to be removed")
+    assert a.proc.poll() is None
