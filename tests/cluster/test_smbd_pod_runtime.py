@@ -162,6 +162,7 @@ class PodPair:
     shared: Path
     ips: dict[str, str]
     port: int
+    credentials: Path  # the pods' ServiceAccount
     procs: dict[str, Smbd] = field(default_factory=dict)
 
     # --- objects -------------------------------------------------------------------
@@ -276,7 +277,7 @@ class PodPair:
         env = dict(
             os.environ,
             PYTHONUNBUFFERED="1",
-            KUBECONFIG=str(kubeconfig or self.cluster.kubeconfig),
+            KUBECONFIG=str(kubeconfig or self.credentials),
             HASMB_NODE=node,
             HASMB_SVM=SVM,
             HASMB_LEASE=f"{SVM}-owner",
@@ -322,6 +323,40 @@ class PodPair:
         return CaFile(target, name, durable_timeout_ms=60_000, reclaim_deadline=40)
 
 
+REPO = Path(__file__).resolve().parents[2]
+
+
+def smbd_service_account_kubeconfig(cluster: KubeCluster, ns: str, path: Path) -> Path:
+    """Credentials of the pods' ServiceAccount hasmb-smbd, bound (as the operator binds
+    it) to the manifests' ClusterRole hasmb-smbd: the tests prove that role is enough."""
+    from hasmb.controller import render
+
+    docs = yaml.safe_load_all((REPO / "manifests" / "rbac.yaml").read_text())
+    role = next(
+        d
+        for d in docs
+        if d and d["kind"] == "ClusterRole" and d["metadata"]["name"] == "hasmb-smbd"
+    )
+    for obj in (role, render.smbd_service_account(ns), render.smbd_role_binding(ns)):
+        cluster.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    token = cluster.kubectl(
+        "-n", ns, "create", "token", render.SMBD_ACCOUNT, "--duration=1h"
+    ).stdout.strip()
+    admin = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": "smbd", "user": {"token": token}}],
+        "contexts": [
+            {"name": "smbd", "context": {"cluster": admin["clusters"][0]["name"], "user": "smbd"}}
+        ],
+        "current-context": "smbd",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
 @pytest.fixture
 def pair(kube_cluster: KubeCluster, tmp_path: Path) -> Iterator[PodPair]:
     ns = f"podrt-{uuid.uuid4().hex[:8]}"
@@ -331,7 +366,8 @@ def pair(kube_cluster: KubeCluster, tmp_path: Path) -> Iterator[PodPair]:
     shared = tmp_path / "volume"
     (shared / "ca").mkdir(parents=True)
     port = free_port(ips["node-a"])
-    p = PodPair(kube_cluster, ns, tmp_path, shared, ips, port)
+    creds = smbd_service_account_kubeconfig(kube_cluster, ns, tmp_path / "smbd-kubeconfig")
+    p = PodPair(kube_cluster, ns, tmp_path, shared, ips, port, creds)
     p.create_objects()
     try:
         yield p
@@ -443,7 +479,7 @@ def test_owner_kill_9_then_lease_moved(pair: PodPair) -> None:
 def test_owner_that_cannot_renew_fences_before_the_lease_expires(
     pair: PodPair, kube_cluster: KubeCluster
 ) -> None:
-    kc = yaml.safe_load(kube_cluster.kubeconfig.read_text())
+    kc = yaml.safe_load(pair.credentials.read_text())
     server = kc["clusters"][0]["cluster"]["server"]
     host, port = server.split("//", 1)[1].rsplit(":", 1)
     proxy = ApiProxy((host, int(port)))
