@@ -10,6 +10,7 @@ planned takeover or an unplanned failover does: holder, epoch + 1, reason).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -34,6 +35,13 @@ from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
 
 from hasmb.probe.ca_client import CaFile, CaTarget
+from hasmb.witness.client import WitnessCallError, WitnessClient
+from hasmb.witness.messages import (
+    CLIENT_MOVE_NOTIFICATION,
+    ERROR_TIMEOUT,
+    RESOURCE_CHANGE_NOTIFICATION,
+    RESOURCE_STATE_UNAVAILABLE,
+)
 from tests.support.cluster import KubeCluster
 
 USER, PASSWORD = "alice", "Secret-pw1"
@@ -137,6 +145,7 @@ class Smbd:
     admin_port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
+    witness_port: int = 0
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -169,6 +178,10 @@ class PodPair:
     def kubectl(self, *args: str, input: str | None = None) -> str:
         return self.cluster.kubectl("-n", self.namespace, *args, input=input).stdout
 
+    def interfaces(self) -> list[dict[str, Any]]:
+        """The LIFs as the operator renders them: one homed on each node."""
+        return [{"name": "SVM1", "ipv4": ip, "node": node} for node, ip in self.ips.items()]
+
     def config(self, shares: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {
             "netname": "SVM1",
@@ -178,6 +191,7 @@ class PodPair:
             "users": [{"name": USER, "password": PASSWORD}],
             "state": f"configmap:{self.namespace}/{SVM}-state",
             "logLevel": "info",
+            "witness": {"listen": "0.0.0.0:5050", "interfaces": self.interfaces()},
             "ownership": {"lease": f"{self.namespace}/{SVM}-owner", "configMap": f"{SVM}-config"},
         }
 
@@ -271,7 +285,11 @@ class PodPair:
     def start(self, node: str, kubeconfig: Path | None = None) -> Smbd:
         ip = self.ips[node]
         cfg_path = self.tmp / f"{node}.yaml"
-        cfg_path.write_text(yaml.safe_dump(self.config()))
+        local = self.config()
+        # the pod's own witness address (in a pod: 0.0.0.0:5050 and the mapper on 135)
+        witness_port = free_port(ip)
+        local["witness"].update(listen=f"{ip}:{witness_port}", endpointMapperPort=0)
+        cfg_path.write_text(yaml.safe_dump(local))
         admin_port = free_port(ip)
         log_path = self.tmp / f"{node}.log"
         env = dict(
@@ -301,7 +319,7 @@ class PodPair:
             proc = subprocess.Popen(
                 args, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
-        smbd = Smbd(node, ip, self.port, admin_port, proc, log_path)
+        smbd = Smbd(node, ip, self.port, admin_port, proc, log_path, witness_port)
         self.procs[node] = smbd
         wait_for(lambda: smbd.role() or proc.poll() is not None, 30, f"{node} to start")
         assert proc.poll() is None, smbd.log()
@@ -388,6 +406,48 @@ def start_pair(pair: PodPair) -> tuple[Smbd, Smbd]:
     return a, b
 
 
+class WitnessListener:
+    """A client registered (V1) with a pod's witness for an address, waiting in AsyncNotify."""
+
+    def __init__(self, smbd: Smbd, ip: str) -> None:
+        self.registered = threading.Event()
+        self.received = threading.Event()
+        self.at = 0.0
+        self.note: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=asyncio.run, args=(self._run(smbd, ip),), daemon=True)
+        self.thread.start()
+        assert self.registered.wait(15), self.error
+
+    async def _run(self, smbd: Smbd, ip: str) -> None:
+        try:
+            wc = await WitnessClient.connect(
+                smbd.ip, user=USER, password=PASSWORD, port=smbd.witness_port
+            )
+            try:
+                handle = await wc.register("SVM1", ip, "HOSTX")
+                self.registered.set()
+                while True:
+                    try:
+                        self.note = await wc.async_notify(handle)
+                        break
+                    except WitnessCallError as exc:
+                        if exc.code != ERROR_TIMEOUT:
+                            raise
+                self.at = time.monotonic()
+                self.received.set()
+            finally:
+                wc.close()
+        except BaseException as exc:
+            self.error = exc
+            self.registered.set()
+            self.received.set()
+
+    def wait(self, since: float, limit: float = 5.0) -> float:
+        assert self.received.wait(limit) and self.error is None, self.error
+        return self.at - since
+
+
 def write_blocks(f: CaFile, count: int, start: int = 0) -> dict[int, bytes]:
     acked = {}
     for i in range(start, start + count):
@@ -418,6 +478,8 @@ def test_planned_move_forwarded_and_direct_clients_reclaim(pair: PodPair) -> Non
         "a lease renewal",
     )
     wait_for(lambda: b.status()["mirroredOpens"] == 2, 15, "the standby's mirror")
+    # a client served through node-a's LIF registers with node-b's witness
+    witness = WitnessListener(b, pair.ips["node-a"])
 
     moved = time.monotonic()
     epoch = pair.move_lease("node-b", "PlannedTakeover")
@@ -429,6 +491,10 @@ def test_planned_move_forwarded_and_direct_clients_reclaim(pair: PodPair) -> Non
     acked_d.update(write_blocks(direct, 7, start=17))
     st_b = b.status()
     assert st_b["role"] == "owner" and st_b["epoch"] == epoch, st_b
+    notified = witness.wait(moved)
+    assert witness.note.message_type == CLIENT_MOVE_NOTIFICATION
+    assert witness.note.move_targets() == [pair.ips["node-b"]]
+    print(f"planned move: CLIENT_MOVE {notified:.3f} s after the Lease patch began")
     wait_for(lambda: a.role() == "standby", 15, "node-a to hand over")
     assert a.status()["forwardTo"] == f"{pair.ips['node-b']}:{pair.port}"
     for f, acked in ((forwarded, acked_f), (direct, acked_d)):
@@ -458,6 +524,7 @@ def test_owner_kill_9_then_lease_moved(pair: PodPair) -> None:
     assert f.open().persistent
     acked = write_blocks(f, 16)
     wait_for(lambda: b.status()["mirroredOpens"] == 1, 15, "the standby's mirror")
+    witness = WitnessListener(b, pair.ips["node-a"])
     killed = time.monotonic()
     a.proc.kill()
     a.proc.wait(10)
@@ -466,6 +533,12 @@ def test_owner_kill_9_then_lease_moved(pair: PodPair) -> None:
     done = time.monotonic()
     st = b.status()
     assert st["role"] == "owner" and st["epoch"] == epoch, st
+    notified = witness.wait(killed)
+    assert witness.note.message_type == RESOURCE_CHANGE_NOTIFICATION
+    [change] = witness.note.resource_changes
+    assert change.change_type == RESOURCE_STATE_UNAVAILABLE, change
+    assert change.name == pair.ips["node-a"]
+    print(f"failover: RESOURCE_CHANGE {notified:.3f} s after the kill")
     for offset, block in acked.items():
         assert f.read(offset, 4096) == block
     assert f.stalls
