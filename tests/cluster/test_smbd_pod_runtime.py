@@ -627,3 +627,25 @@ def test_share_added_to_the_config_map_is_served_without_restart(pair: PodPair) 
     pair.put_config(pair.config(shares[:1]))
     wait_for(lambda: not tree_connect("new"), 10, "share 'new' to be removed")
     assert a.proc.poll() is None
+
+
+def test_owner_restarted_by_the_kubelet_raises_the_epoch_and_serves(pair: PodPair) -> None:
+    a, b = start_pair(pair)
+    f = pair.client("node-a", "restart.vhdx")
+    assert f.open().persistent
+    acked = write_blocks(f, 8)
+    a.proc.kill()  # the container dies; the kubelet restarts it, the Lease still names it
+    a.proc.wait(10)
+    a = pair.start("node-a")
+    wait_for(lambda: a.role() == "owner", 30, "the restarted node-a to own the SVM again")
+    lease = pair.lease()
+    assert lease["spec"]["holderIdentity"] == "node-a"
+    assert lease["metadata"]["annotations"]["hasmb.io/epoch"] == "2"  # raised by the pod
+    assert a.status()["epoch"] == 2
+    acked.update(write_blocks(f, 4, start=8))
+    for offset, block in acked.items():
+        assert f.read(offset, 4096) == block
+    assert b.role() == "standby"
+    f.close()
+    a.proc.send_signal(signal.SIGTERM)
+    assert a.proc.wait(15) == 0, a.log()
