@@ -63,12 +63,12 @@ async def handle_read(req: Request) -> bytes:
     if op.pipe is not None:
         if not getattr(op.pipe, "available", 1):
             await req.go_async()
-        data = await req.wait_cancellable(op.pipe.read(length))
-        if not data:
+        piped = await req.wait_cancellable(op.pipe.read(length))
+        if not piped:
             raise SmbError(Status.PIPE_BROKEN)
         if getattr(op.pipe, "available", 0):
             req.status = Status.BUFFER_OVERFLOW  # message-mode pipe: more of this PDU waits
-        return _READ_RESP.pack(17, 80, 0, len(data), 0, 0) + data
+        return _READ_RESP.pack(17, 80, 0, len(piped), 0, 0) + piped
     if op.is_directory:
         raise SmbError(Status.INVALID_DEVICE_REQUEST)
     if not op.granted_access & (FILE_READ_DATA | FILE_EXECUTE):
@@ -80,10 +80,13 @@ async def handle_read(req: Request) -> bytes:
         if min_count:
             raise SmbError(Status.END_OF_FILE)
         return _READ_RESP.pack(17, 80, 0, 0, 0, 0)
+    data: bytes | bytearray | None
     try:
         with op.io() as fd:
             if length > THREAD_THRESHOLD:
-                data = await asyncio.to_thread(os.pread, fd, length, offset)
+                data = _read_cached(fd, length, offset)
+                if data is None:
+                    data = await asyncio.to_thread(os.pread, fd, length, offset)
             else:
                 data = os.pread(fd, length, offset)
     except OSError as exc:
@@ -145,6 +148,20 @@ async def handle_write(req: Request) -> bytes:
 
         notify.report(req.server, op, notify.MODIFIED)
     return _WRITE_RESP.pack(17, 0, written, 0, 0, 0)
+
+
+def _read_cached(fd: int, length: int, offset: int) -> bytearray | None:
+    """Read on the event loop only if the page cache has every byte (RWF_NOWAIT never
+    blocks); otherwise None and the caller reads in a worker thread."""
+    flag = getattr(os, "RWF_NOWAIT", 0)
+    if not flag:
+        return None
+    buf = bytearray(length)
+    try:
+        n = os.preadv(fd, [buf], offset, flag)
+    except (BlockingIOError, OSError):
+        return None
+    return buf if n == length else None
 
 
 def _pwrite(fd: int, data: memoryview, offset: int, sync: bool) -> int:

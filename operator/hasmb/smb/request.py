@@ -89,7 +89,7 @@ class Request:
     async_id: int = 0
     credits_granted: int = 0
     # bulk payload sent after the body without copying (READ data); part of the message
-    tail: bytes = b""
+    tail: bytes | bytearray = b""
     _cancel: asyncio.Future[None] | None = None
     cancelled: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
