@@ -71,3 +71,14 @@ def test_symlinks_leaving_the_share_are_refused(tmp_path: Path) -> None:
 )
 def test_pattern_matcher(pattern: str, name: str, match: bool) -> None:
     assert pattern_matcher(pattern)(name) is match
+
+
+def test_lookups_fold_case_like_windows(tmp_path: Path) -> None:
+    root = tmp_path / "share"
+    (root / "Docs").mkdir(parents=True)
+    (root / "Docs" / "Report.TXT").write_text("x")
+    real = str(root.resolve())
+    assert resolve(real, ["docs", "report.txt"]) == str(root / "Docs" / "Report.TXT")
+    # a new name keeps the case the client gave, inside the existing directory
+    assert resolve(real, ["DOCS", "New.txt"]) == str(root / "Docs" / "New.txt")
+    assert resolve(real, ["missing", "x"]) == str(root / "missing" / "x")

@@ -76,6 +76,8 @@ def resolve(root: str, parts: list[str]) -> str:
     if parts and parts[0].lower() == STATE_DIR_NAME:
         # the default handle-state store lives here; clients never see it
         raise SmbError(Status.OBJECT_NAME_NOT_FOUND, "reserved name")
+    if parts and not os.path.lexists(os.path.join(root, *parts)):
+        parts = fold_case(root, parts)
     host = os.path.join(root, *parts) if parts else root
     real = os.path.realpath(host)
     if not is_within(root, real):
@@ -84,6 +86,35 @@ def resolve(root: str, parts: list[str]) -> str:
     if os.path.islink(host) and not os.path.exists(host):
         raise SmbError(Status.ACCESS_DENIED, "dangling symlink")
     return real
+
+
+MAX_FOLD_SCAN = 100_000
+
+
+def fold_case(root: str, parts: list[str]) -> list[str]:
+    """Windows names are case-insensitive: map each missing component to an existing
+    entry that differs only in case (the first match in directory order wins). Only
+    misses pay for the directory scan; names that exist as given are used as they are."""
+    out: list[str] = []
+    current = root
+    for i, comp in enumerate(parts):
+        candidate = os.path.join(current, comp)
+        if not os.path.lexists(candidate):
+            want = comp.casefold()
+            try:
+                with os.scandir(current) as it:
+                    for n, entry in enumerate(it):
+                        if n > MAX_FOLD_SCAN:
+                            break
+                        if entry.name.casefold() == want:
+                            comp = entry.name
+                            break
+            except OSError:
+                return out + parts[i:]  # parent missing: the caller reports it
+            candidate = os.path.join(current, comp)
+        out.append(comp)
+        current = candidate
+    return out
 
 
 def smb_name(parts: list[str]) -> str:

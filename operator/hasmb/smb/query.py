@@ -63,9 +63,9 @@ FileFsFullSizeInformation = 7
 FileFsObjectIdInformation = 8
 FileFsSectorSizeInformation = 11
 
-FS_ATTRIBUTES = (
-    0x1 | 0x2 | 0x4 | 0x40 | 0x8
-)  # case-sensitive, case-preserved, unicode, sparse, acls
+# case-preserved names, unicode, persistent ACLs, sparse files (lookups fold case,
+# so FILE_CASE_SENSITIVE_SEARCH is not claimed)
+FS_ATTRIBUTES = 0x2 | 0x4 | 0x8 | 0x40
 SECTOR = 512
 CLUSTER = 4096
 
