@@ -74,3 +74,7 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     assert parse_user_flag("u:p:q") == ("u", "p:q")
     with pytest.raises(ConfigError):
         parse_share_flag("nopath")
+
+
+def test_attribute_only_opens_ignore_share_modes() -> None:
+    assert not _conflict((READ | WRITE, 0), (0x80 | 0x100 | 0x100000, 0))

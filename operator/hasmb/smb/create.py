@@ -190,8 +190,8 @@ def map_generic(access: int) -> int:
 def share_conflict(existing: Open, access: int, share: int) -> bool:
     """MS-FSA 2.1.5.1.2.1: does an open with (access, share) conflict with `existing`?"""
     ea = existing.granted_access
-    if not ea & DATA_ACCESS:
-        return False
+    if not ea & DATA_ACCESS or not access & DATA_ACCESS:
+        return False  # attribute-only opens take part in no sharing check
     es = existing.share_access
     if ea & (FILE_READ_DATA | FILE_EXECUTE) and not share & FILE_SHARE_READ:
         return True
