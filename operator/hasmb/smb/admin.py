@@ -3,6 +3,10 @@
     GET  /status    JSON: role (owner | standby | taking-over), epoch, persistent
                     and disconnected opens, reclaims, takeover duration, ...
     GET  /metrics   the same counters in the Prometheus text format
+    POST /volume-move?share=NAME&destination=PATH
+                    start moving a share (202; see hasmb.smb.volume_move)
+    GET  /volume-move[?share=NAME]
+                    progress of the moves (phase, bytes, pause)
     POST /takeover[?epoch=N]
                     a standby takes over now (202), at epoch N when the cluster's
                     ownership record names one; an owner answers 200
@@ -104,7 +108,21 @@ async def serve_admin(
                     else:
                         standby.request_takeover("admin request", int(epoch) if epoch else None)
                         code, payload = 202, json.dumps({"role": standby.role}).encode()
-            reason = {200: "OK", 202: "Accepted", 400: "Bad Request"}.get(code, "Not Found")
+            elif path == "/volume-move":
+                from hasmb.smb.volume_move import admin_request
+
+                if standby is not None and standby.role != "owner":
+                    code, payload = 409, b'{"error": "only the owner moves volumes"}'
+                else:
+                    code, payload = admin_request(server, method, params)
+            reason = {
+                200: "OK",
+                202: "Accepted",
+                400: "Bad Request",
+                403: "Forbidden",
+                405: "Method Not Allowed",
+                409: "Conflict",
+            }.get(code, "Not Found")
             writer.write(
                 f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()

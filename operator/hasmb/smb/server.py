@@ -347,6 +347,10 @@ class SmbServer:
         for s in config.shares:
             self.add_share(s)
         self.add_share(ShareConfig(name="IPC$", path="", comment="IPC Service"), ipc=True)
+        from hasmb.smb.volume_move import VolumeMoves
+
+        # wraps the tree commands last: holds them during a volume move's cutover
+        self.volume_moves = VolumeMoves(self)
 
     def add_share(self, cfg: ShareConfig, *, ipc: bool = False) -> None:
         root = "" if ipc else os.path.realpath(cfg.path)
