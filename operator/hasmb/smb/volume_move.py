@@ -63,6 +63,8 @@ _WRITING_FSCTLS = frozenset({0x000980C8, 0x000900C4, 0x001440F2, 0x001480F2, 0x0
 _FILE_END_OF_FILE_INFORMATION = 20
 _FILE_ALLOCATION_INFORMATION = 19
 _OVERWRITING_DISPOSITIONS = frozenset({0, 4, 5})  # SUPERSEDE, OVERWRITE, OVERWRITE_IF
+# the file handle-state store's default home (its writer keeps using the source)
+_NOT_COPIED = frozenset({".hasmb-state"})
 _WRITE_REQ = struct.Struct("<HHIQ")  # StructureSize, DataOffset, Length, Offset (2.2.21)
 
 
@@ -537,7 +539,9 @@ def sync_tree(
         sdir = os.path.join(source, rel_dir) if rel_dir else source
         ddir = os.path.join(destination, rel_dir) if rel_dir else destination
         try:
-            entries = {e.name: e for e in os.scandir(sdir)}
+            entries = {
+                e.name: e for e in os.scandir(sdir) if rel_dir or e.name not in _NOT_COPIED
+            }
             dir_st = os.stat(sdir)
         except FileNotFoundError:
             continue  # removed while we walked; the next pass sees the parent
@@ -547,7 +551,7 @@ def sync_tree(
             os.mkdir(ddir)
         dirs.append((sdir, ddir, dir_st))
         for name in os.listdir(ddir):
-            if name not in entries:
+            if name not in entries and (rel_dir or name not in _NOT_COPIED):
                 _remove(os.path.join(ddir, name))
                 copied.pop(os.path.join(rel_dir, name), None)
         for name, entry in entries.items():
