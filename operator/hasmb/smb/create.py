@@ -571,6 +571,8 @@ async def close_open(
     op.release_fd()  # deferred to the end of in-flight I/O if there is any
     if node is not None and op.delete_on_close:
         node.delete_pending = True
+        if op.is_directory:
+            notify.delete_pending(server, node)
     server.state.remove_open(op)
     await server.ca.on_closed(op)  # a persistent open's record goes before the reply
     if node is not None:

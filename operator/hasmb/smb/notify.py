@@ -123,6 +123,18 @@ def stop(server: SmbServer, op: Open, status: int) -> None:
     op.notify_watch = None
 
 
+def delete_pending(server: SmbServer, node: object) -> None:
+    """A watched directory is about to be deleted: its pending notifies end with
+    STATUS_DELETE_PENDING (what Windows answers)."""
+    for w in list(server.state.watchers):
+        watch = w.notify_watch
+        if watch is None or w.node is not node:
+            continue
+        for waiter in watch.waiters:
+            if not waiter.done():
+                waiter.set_result(Status.DELETE_PENDING)
+
+
 def report(server: SmbServer, op: Open, action: int, kind: int = 0) -> None:
     """`op` (a file or directory) was added/removed/modified/renamed."""
     watchers = server.state.watchers

@@ -417,7 +417,7 @@ class SmbServer:
         for op in list(session.opens.values()):
             if disconnect and await self.ca.preserve(op):
                 continue  # durable: kept for its reclaim window (MS-SMB2 3.3.7.1)
-            await close_open(self, op, Status.CANCELLED)
+            await close_open(self, op)  # pending notifies end NOTIFY_CLEANUP
         session.opens.clear()
         session.trees.clear()
         session.connection.sessions.pop(session.session_id, None)

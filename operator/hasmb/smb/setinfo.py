@@ -104,10 +104,10 @@ async def set_file_info(req: Request, op: Open, cls: int, data: bytes) -> None:
     elif cls in (FileRenameInformation, FileRenameInformationEx):
         await _rename(req, op, data, ex=cls == FileRenameInformationEx)
     elif cls == FileDispositionInformation:
-        _set_disposition(op, bool(data[0]))
+        _set_disposition(req, op, bool(data[0]))
     elif cls == FileDispositionInformationEx:
         (flags,) = struct.unpack_from("<I", data)
-        _set_disposition(op, bool(flags & 0x1))
+        _set_disposition(req, op, bool(flags & 0x1))
     elif cls == FilePositionInformation:
         (op.position,) = struct.unpack_from("<Q", data)
     elif cls == FileModeInformation:
@@ -155,7 +155,7 @@ def _set_basic(op: Open, data: bytes) -> None:
             raise SmbError(errno_to_status(exc)) from exc
 
 
-def _set_disposition(op: Open, delete: bool) -> None:
+def _set_disposition(req: Request, op: Open, delete: bool) -> None:
     if not op.granted_access & DELETE:
         raise SmbError(Status.ACCESS_DENIED)
     node = op.node
@@ -173,6 +173,10 @@ def _set_disposition(op: Open, delete: bool) -> None:
             except OSError as exc:
                 raise SmbError(errno_to_status(exc)) from exc
     node.delete_pending = delete
+    if delete and op.is_directory:
+        from hasmb.smb import notify
+
+        notify.delete_pending(req.server, node)
 
 
 def _set_size(op: Open, data: bytes, allocation: bool) -> None:
