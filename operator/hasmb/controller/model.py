@@ -20,6 +20,8 @@ GROUP = "hasmb.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 EXPORT_ROOT = "/export"
+VOLUMES_ROOT = "/volumes"  # spec.volumes[NAME] is mounted at /volumes/NAME
+ROOT_VOLUME = "root"  # the name Shares use for spec.volume
 DEFAULT_IMAGE = "hasmb:dev"
 
 _NETBIOS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,14}$")
@@ -98,6 +100,18 @@ class Volume:
 
 
 @dataclass(frozen=True, slots=True)
+class NamedVolume:
+    name: str
+    claim_name: str | None
+    host_path: str | None
+
+
+def volume_mount(name: str) -> str:
+    """Where the pods mount the SVM volume a Share names."""
+    return EXPORT_ROOT if name == ROOT_VOLUME else f"{VOLUMES_ROOT}/{name}"
+
+
+@dataclass(frozen=True, slots=True)
 class SVM:
     meta: Meta
     pair: str
@@ -111,6 +125,7 @@ class SVM:
     state_store: str
     state_endpoint: str | None
     log_level: str
+    volumes: tuple[NamedVolume, ...] = ()
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> SVM:
@@ -135,7 +150,19 @@ class SVM:
             state_store=_opt_str(store.get("type")) or "configmap",
             state_endpoint=_opt_str(store.get("endpoint")),
             log_level=_opt_str(spec.get("logLevel")) or "info",
+            volumes=tuple(
+                NamedVolume(
+                    name=str(v.get("name") or ""),
+                    claim_name=_opt_str(v.get("claimName")),
+                    host_path=_opt_str(v.get("hostPath")),
+                )
+                for v in spec.get("volumes") or ()
+                if isinstance(v, Mapping)
+            ),
         )
+
+    def volume_names(self) -> set[str]:
+        return {ROOT_VOLUME} | {v.name for v in self.volumes}
 
     def validate(self, pair: HAPair | None) -> list[str]:
         errors: list[str] = []
@@ -203,6 +230,8 @@ class Share:
     read_only: bool
     encrypt: bool
     comment: str
+    volume: str = ROOT_VOLUME  # spec.volume: where the data should be
+    current_volume: str | None = None  # status.volume: where it is (None: not yet recorded)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Share:
@@ -217,14 +246,25 @@ class Share:
             read_only=bool(spec.get("readOnly", False)),
             encrypt=bool(spec.get("encrypt", False)),
             comment=str(spec.get("comment") or ""),
+            volume=_opt_str(spec.get("volume")) or ROOT_VOLUME,
+            current_volume=_opt_str((body.get("status") or {}).get("volume")),
         )
 
     @property
-    def export_path(self) -> str | None:
+    def serving_volume(self) -> str:
+        """The volume the pods serve the share from: it changes only at a move's cutover."""
+        return self.current_volume or self.volume
+
+    def path_on(self, volume: str) -> str | None:
         rel = normalise_share_path(self.path)
         if rel is None:
             return None
-        return EXPORT_ROOT if rel == "/" else EXPORT_ROOT + rel
+        root = volume_mount(volume)
+        return root if rel == "/" else root + rel
+
+    @property
+    def export_path(self) -> str | None:
+        return self.path_on(self.serving_volume)
 
     def validate(self) -> list[str]:
         errors: list[str] = []

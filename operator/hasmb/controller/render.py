@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from hasmb.controller.model import API_VERSION, EXPORT_ROOT, LIF, SVM, Share
+from hasmb.controller.model import API_VERSION, EXPORT_ROOT, LIF, SVM, Share, volume_mount
 
 LABEL_SVM = "hasmb.io/svm"
 LABEL_NODE = "hasmb.io/node"
@@ -222,6 +222,14 @@ def _pod_template(svm: SVM) -> dict[str, Any]:
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "export", "mountPath": EXPORT_ROOT},
     ]
+    for extra in svm.volumes:  # volume move targets (docs/volume-move.md)
+        source: dict[str, Any] = (
+            {"persistentVolumeClaim": {"claimName": extra.claim_name}}
+            if extra.claim_name is not None
+            else {"hostPath": {"path": extra.host_path, "type": "DirectoryOrCreate"}}
+        )
+        volumes.append({"name": f"vol-{extra.name}", **source})
+        mounts.append({"name": f"vol-{extra.name}", "mountPath": volume_mount(extra.name)})
     if svm.users_secret:
         volumes.append({"name": "users", "secret": {"secretName": svm.users_secret}})
         mounts.append({"name": "users", "mountPath": USERS_DIR, "readOnly": True})
@@ -240,6 +248,11 @@ def _pod_template(svm: SVM) -> dict[str, Any]:
             env_field("HASMB_NAMESPACE", "metadata.namespace"),
             {"name": "HASMB_SVM", "value": svm.meta.name},
             {"name": "HASMB_LEASE", "value": svm.lease_name},
+            # where hasmb-smbd may move a share to (hasmb.smb.volume_move)
+            {
+                "name": "HASMB_VOLUMES",
+                "value": ":".join([EXPORT_ROOT] + [volume_mount(v.name) for v in svm.volumes]),
+            },
         ],
         "ports": [
             {"name": "smb", "containerPort": SMB_PORT, "protocol": "TCP"},
