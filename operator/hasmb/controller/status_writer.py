@@ -226,6 +226,13 @@ async def write_svm_status(
     await patch_cr_status(rt, "SVM", SVMS, body, status)
 
 
+def share_progressing(share: Share) -> Condition:
+    if share.serving_volume != share.volume:  # docs/volume-move.md
+        move = f"moving from volume {share.serving_volume} to {share.volume}"
+        return Condition("Progressing", True, "VolumeMove", move)
+    return Condition("Progressing", False, "Stable", "in the SVM's config")
+
+
 async def write_share_statuses(
     rt: Runtime, shares: list[Share], owner: str | None, serving: bool
 ) -> None:
@@ -245,6 +252,7 @@ async def write_share_statuses(
                 "shareName": share.share_name,
                 "exportPath": share.export_path,
                 "currentNode": owner or "",
+                "volume": share.serving_volume,
                 "conditions": merge_conditions(
                     (body.get("status") or {}).get("conditions"),
                     [
@@ -258,7 +266,7 @@ async def write_share_statuses(
                             "SVMNotServing" if not serving else "Healthy",
                             msg,
                         ),
-                        Condition("Progressing", False, "Stable", "in the SVM's config"),
+                        share_progressing(share),
                     ],
                     gen,
                     now_iso(),

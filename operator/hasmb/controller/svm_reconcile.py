@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hasmb.controller import render, status_writer
+from hasmb.controller import render, status_writer, volume_move
 from hasmb.controller.facts import node_facts, parse_time, pod_facts, pod_node
 from hasmb.controller.model import LIF, SVM, HAPair, Share, lif_ip_owner
 from hasmb.controller.placement import (
@@ -278,6 +278,13 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
         if not _deleting(stray):
             await rt.kube.delete(PODS, namespace, stray["metadata"]["name"])
 
+    # Volume moves first: a completed cutover sets a Share's status.volume, which the
+    # ConfigMap below then serves (docs/volume-move.md).
+    share_bodies, move_requeue = await volume_move.drive(
+        rt, svm, share_bodies, owner, pods, view.serving(owner or "")
+    )
+    if move_requeue is not None:
+        requeues.append(move_requeue)
     # ConfigMaps: shares and witness interfaces reach running pods without a restart.
     shares = [Share.from_body(b) for b in share_bodies]
     valid_shares = [s for s in shares if not s.validate()]

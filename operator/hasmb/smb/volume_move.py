@@ -165,7 +165,9 @@ class VolumeMoves:
         self._install()
 
     # ------------------------------------------------------------ API
-    def start(self, share_name: str, destination: str) -> ShareMove:
+    def start(self, share_name: str, destination: str, *, restart: bool = False) -> ShareMove:
+        """`restart`: the destination may hold a partial copy of an earlier attempt
+        (a move interrupted by a takeover); it is synced, not refused."""
         share = self.server.shares.get(share_name.lower())
         if share is None or share.is_ipc:
             raise VolumeMoveError(404, f"no share {share_name!r}")
@@ -189,7 +191,9 @@ class VolumeMoves:
             raise VolumeMoveError(409, f"share {share.name} is already at {dest}")
         if _inside(dest, src) or _inside(src, dest):
             raise VolumeMoveError(400, "destination and source may not contain each other")
-        if os.path.lexists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
+        if os.path.lexists(dest) and (
+            not os.path.isdir(dest) or (os.listdir(dest) and not restart)
+        ):
             raise VolumeMoveError(409, f"destination {dest} exists and is not an empty directory")
         self._install()
         mv = ShareMove(
@@ -539,9 +543,7 @@ def sync_tree(
         sdir = os.path.join(source, rel_dir) if rel_dir else source
         ddir = os.path.join(destination, rel_dir) if rel_dir else destination
         try:
-            entries = {
-                e.name: e for e in os.scandir(sdir) if rel_dir or e.name not in _NOT_COPIED
-            }
+            entries = {e.name: e for e in os.scandir(sdir) if rel_dir or e.name not in _NOT_COPIED}
             dir_st = os.stat(sdir)
         except FileNotFoundError:
             continue  # removed while we walked; the next pass sees the parent
@@ -632,7 +634,7 @@ def admin_request(server: SmbServer, method: str, params: dict[str, str]) -> tup
     if not name or not destination:
         return 400, b'{"error": "share and destination are required query parameters"}'
     try:
-        mv = moves.start(name, destination)
+        mv = moves.start(name, destination, restart=params.get("restart") == "true")
     except VolumeMoveError as exc:
         return exc.code, json.dumps({"error": str(exc)}).encode()
     return 202, json.dumps(mv.progress.as_dict()).encode()
