@@ -220,3 +220,90 @@ def test_admin_refuses_bad_requests(
     assert admin(port, "DELETE", share="data")[0] == 405
     assert not (vol_b / "x").exists()
     assert proc.alive()
+
+
+def test_move_remaps_disconnected_and_blocked_then_survives_restart(
+    smbd: tuple[SmbdProcess, int], volumes: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A persistent handle disconnected during the move is reclaimed afterwards at the
+    destination; a LOCK blocked across the cutover is granted after it; after kill -9,
+    a server started on the destination (what the re-rendered ConfigMap says) honours
+    the reclaim of a handle that was connected during the move."""
+    proc, port = smbd
+    _, vol_b = volumes
+    dest = vol_b / "data"
+    target = CaTarget("127.0.0.1", proc.port, "data", proc.user, proc.password)
+    away, stay = CaFile(target, "away.bin"), CaFile(target, "stay.bin")
+    away_info, stay_info = away.open(), stay.open()
+    assert away.write(0, b"A" * BLOCK) == BLOCK
+    assert stay.write(0, b"S" * BLOCK) == BLOCK
+    away.abandon()  # the server keeps it for the reclaim window
+
+    with connect(proc) as holder, connect(proc) as waiter:
+        held = holder.open("lk.bin", disposition=CreateDisposition.FILE_OVERWRITE_IF)
+        held.write(b"x" * 100, 0)
+        lock = SMB2LockElement()
+        lock["offset"], lock["length"] = 0, 10
+        lock["flags"] = (
+            LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK | LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY
+        )
+        held.lock([lock])
+        wanted = waiter.open("lk.bin", disposition=CreateDisposition.FILE_OPEN)
+        blocked = SMB2LockElement()
+        blocked["offset"], blocked["length"] = 0, 10
+        blocked["flags"] = LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK
+        granted = threading.Event()
+        failures: list[BaseException] = []
+
+        def wait_lock() -> None:
+            try:
+                wanted.lock([blocked])
+                granted.set()
+            except BaseException as exc:
+                failures.append(exc)
+
+        t = threading.Thread(target=wait_lock)
+        t.start()
+        # whether the LOCK reaches the server before the cutover (blocked, parked) or
+        # during it (held at the gate), it must stay ungranted until the holder unlocks
+        code, st = admin(port, "POST", share="data", destination=str(dest))
+        assert code == 202, st
+        st = wait_phase(port, "data")
+        assert st["phase"] == "Completed", st
+        assert st["pauseSeconds"] <= 1.0
+        assert not granted.is_set() and not failures
+        unlock = SMB2LockElement()
+        unlock["offset"], unlock["length"] = 0, 10
+        unlock["flags"] = LockFlags.SMB2_LOCKFLAG_UNLOCK
+        held.lock([unlock])
+        t.join(10)
+        assert granted.is_set() and not failures, failures
+        wanted.write(b"mine", 0)
+        assert (dest / "lk.bin").read_bytes()[:4] == b"mine"
+        wanted.close()
+        held.close()
+
+    # the abandoned persistent handle is reclaimed with its FileId, on the destination
+    assert away.write(BLOCK, b"B" * BLOCK) == BLOCK
+    assert away.handle is not None and away.handle.file_id == away_info.file_id
+    assert away.read(0, 2 * BLOCK) == b"A" * BLOCK + b"B" * BLOCK
+    assert (dest / "away.bin").read_bytes() == b"A" * BLOCK + b"B" * BLOCK
+    assert stay.write(BLOCK, b"T" * BLOCK) == BLOCK
+
+    # kill -9 and start where the moved share now lives: the store's records (share +
+    # relative path) resolve against the new path
+    proc.proc.kill()
+    proc.proc.wait(10)
+    again = start_smbd(vol_b, {"data": ":ca"}, extra=["--state", f"file:{tmp_path / 'state'}"])
+    try:
+        stay.target = CaTarget("127.0.0.1", again.port, "data", again.user, again.password)
+        assert stay.read(0, 2 * BLOCK) == b"S" * BLOCK + b"T" * BLOCK
+        assert stay.handle is not None and stay.handle.file_id == stay_info.file_id
+        assert stay.stalls  # it did reconnect and reclaim
+        stay.close()
+        away.target = stay.target
+        away.abandon()
+        assert away.read(0, BLOCK) == b"A" * BLOCK
+        away.close()
+    finally:
+        again.stop()

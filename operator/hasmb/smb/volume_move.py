@@ -242,7 +242,9 @@ class VolumeMoves:
     ) -> Callable[[Request], Awaitable[bytes]]:
         async def handler(req: Request) -> bytes:
             mv = self._move_of(req)
-            if mv is None:
+            if mv is None or code == Command.OPLOCK_BREAK:
+                # a break acknowledgment changes no data, and a CREATE the cutover
+                # waits for may be waiting for it
                 return await inner(req)
             if not mv.gate.is_set():
                 await mv.gate.wait()  # held, not failed: the cutover resumes it
@@ -344,9 +346,10 @@ class VolumeMoves:
         p.phase = "CuttingOver"
         mv.gate.clear()
         deadline = loop.time() + QUIESCE_TIMEOUT
-        # requests parked in an async wait (blocked LOCK, CHANGE_NOTIFY, an oplock
-        # break) touch no data while parked; everything else must finish
-        while any(not r.async_id for r in mv.active) or self._fd_busy(mv):
+        # a blocked LOCK or a CHANGE_NOTIFY may wait forever and touches no data;
+        # everything else must finish (a CREATE waiting for an oplock break too:
+        # it would open the source afterwards)
+        while any(not _parked(r) for r in mv.active) or self._fd_busy(mv):
             if loop.time() > deadline:
                 mv.gate.set()
                 p.phase = "Copying"
@@ -430,6 +433,10 @@ class VolumeMoves:
             for s in self.server.config.shares
         ]
         return len(fresh)
+
+
+def _parked(req: Request) -> bool:
+    return bool(req.async_id) and req.header.command in (Command.LOCK, Command.CHANGE_NOTIFY)
 
 
 # ---------------------------------------------------------------- copying (worker thread)
