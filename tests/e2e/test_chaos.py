@@ -2,8 +2,9 @@
 
 Two hasmb-probe clients write through persistent handles via the LIF Services while
 hack/chaos kills the owner's hasmb-smbd with SIGKILL, deletes its pod, cuts its node
-off, and runs takeover/giveback, ARL, LIF migrate/revert and a rolling upgrade (two
-rounds). The targets are the issue's; `hack/chaos --full` is the 20-per-type run.
+off, and runs takeover/giveback, ARL, LIF migrate/revert, a rolling upgrade and a
+volume move (two rounds). The targets are the issue's; `hack/chaos --full` is the
+20-per-type run.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def _rows(run: dict[str, Any], names: tuple[str, ...]) -> dict[str, dict[str, An
 def test_every_event_type_ran_and_completed(chaos_run: dict[str, Any]) -> None:
     last = chaos_run["output"].strip().splitlines()[-1]
     assert last.startswith("TOTAL events="), last
-    for name in (*UNPLANNED, "node cut-off", *PLANNED[:-1]):
+    for name in (*UNPLANNED, "node cut-off", *PLANNED[:-1], "volume move"):
         assert chaos_run["rows"][name]["count"] >= 2, (name, chaos_run["output"])
     failed = [e for e in chaos_run["events"] if not e["ok"]]
     assert not failed, failed
@@ -84,6 +85,11 @@ def test_node_cut_off_meets_the_target_without_split_brain(chaos_run: dict[str, 
 def test_planned_stalls_meet_the_target(chaos_run: dict[str, Any]) -> None:
     """takeover, giveback, ARL, LIF migrate/revert, upgrade, auto giveback: p99 <= 1 s."""
     assert chaos_run["planned_p99"] <= 1.0, _rows(chaos_run, PLANNED)
+
+
+def test_volume_move_stalls_at_most_the_cutover_target(chaos_run: dict[str, Any]) -> None:
+    """A Share moved to another volume under the probes: clients pause at most 1 s."""
+    assert chaos_run["volume_move_p99"] <= 1.0, _rows(chaos_run, ("volume move",))
 
 
 def test_reclaim_window_refuses_a_second_client(chaos_run: dict[str, Any]) -> None:
