@@ -80,22 +80,34 @@ def _gmac_nonce(message: bytes | bytearray | memoryview) -> bytes:
     return message_id + struct.pack("<I", role)
 
 
-def compute_signature(algorithm: int, key: bytes, message: bytes | bytearray | memoryview) -> bytes:
-    """Signature of one SMB2 message (its signature field is treated as zero)."""
-    data = bytes(message[:_SIG_OFFSET]) + _ZERO_SIG + bytes(message[_SIG_OFFSET + 16 :])
+def _signature_of_zeroed(
+    algorithm: int, key: bytes, message: bytes | bytearray | memoryview
+) -> bytes:
+    """Signature of a message whose signature field already holds zeros."""
     if algorithm == SIGNING_HMAC_SHA256:
-        return hmac.new(key, data, hashlib.sha256).digest()[:16]
+        return hmac.new(key, message, hashlib.sha256).digest()[:16]
     if algorithm == SIGNING_AES_CMAC:
         c = cmac.CMAC(algorithms.AES(key))
-        c.update(data)
+        c.update(message)  # type: ignore[arg-type]  # any buffer works (stub says bytes)
         return c.finalize()
     if algorithm == SIGNING_AES_GMAC:
-        return AESGCM(key).encrypt(_gmac_nonce(message), b"", data)
+        return AESGCM(key).encrypt(_gmac_nonce(message), b"", message)
     raise ValueError(f"unknown signing algorithm {algorithm}")
 
 
-def sign(algorithm: int, key: bytes, message: bytearray) -> None:
-    message[_SIG_OFFSET : _SIG_OFFSET + 16] = compute_signature(algorithm, key, message)
+def compute_signature(algorithm: int, key: bytes, message: bytes | bytearray | memoryview) -> bytes:
+    """Signature of one SMB2 message (its signature field is treated as zero)."""
+    mv = memoryview(message)
+    if mv[_SIG_OFFSET : _SIG_OFFSET + 16] == _ZERO_SIG:
+        return _signature_of_zeroed(algorithm, key, mv)
+    # one copy of a (possibly 8 MiB) message rather than three
+    data = b"".join((mv[:_SIG_OFFSET], _ZERO_SIG, mv[_SIG_OFFSET + 16 :]))
+    return _signature_of_zeroed(algorithm, key, data)
+
+
+def sign(algorithm: int, key: bytes, message: bytearray | memoryview) -> None:
+    message[_SIG_OFFSET : _SIG_OFFSET + 16] = _ZERO_SIG
+    message[_SIG_OFFSET : _SIG_OFFSET + 16] = _signature_of_zeroed(algorithm, key, message)
 
 
 def verify(algorithm: int, key: bytes, message: bytes | bytearray | memoryview) -> bool:
@@ -115,23 +127,46 @@ def _nonce_len(cipher: int) -> int:
     return 11 if cipher in (CIPHER_AES_128_CCM, CIPHER_AES_256_CCM) else 12
 
 
-def encrypt(cipher: int, key: bytes, session_id: int, message: bytes) -> bytes:
-    """Wrap a message (or compound chain) in a transform header (MS-SMB2 3.1.4.3)."""
+def seal_in_place(
+    cipher: int, key: bytes, session_id: int, buf: bytearray, start: int, size: int
+) -> None:
+    """Encrypt the `size`-byte message at buf[start + TRANSFORM_SIZE:] where it lies and
+    write its transform header at buf[start:] (MS-SMB2 3.1.4.3). The 16 bytes after the
+    message are scratch space (the AEAD tag lands there before moving into the header)."""
     nlen = _nonce_len(cipher)
     nonce = os.urandom(nlen)
-    th = TransformHeader(_ZERO_SIG, nonce.ljust(16, b"\x00"), len(message), 1, session_id)
-    sealed = _aead(cipher, key).encrypt(nonce, message, th.aad())
-    th.signature = sealed[-16:]
-    return th.pack() + sealed[:-16]
+    th = TransformHeader(_ZERO_SIG, nonce.ljust(16, b"\x00"), size, 1, session_id)
+    body = start + TRANSFORM_SIZE
+    with memoryview(buf) as mv:
+        _aead(cipher, key).encrypt_into(
+            nonce, mv[body : body + size], th.aad(), mv[body : body + size + 16]
+        )
+        th.signature = bytes(mv[body + size : body + size + 16])
+    buf[start:body] = th.pack()
+
+
+def encrypt(cipher: int, key: bytes, session_id: int, message: bytes | bytearray) -> bytearray:
+    """Wrap a message (or compound chain) in a transform header (MS-SMB2 3.1.4.3)."""
+    size = len(message)
+    buf = bytearray(TRANSFORM_SIZE + size + 16)
+    buf[TRANSFORM_SIZE : TRANSFORM_SIZE + size] = message
+    seal_in_place(cipher, key, session_id, buf, 0, size)
+    del buf[TRANSFORM_SIZE + size :]
+    return buf
 
 
 def decrypt(cipher: int, key: bytes, packet: bytes | bytearray | memoryview) -> bytes:
     th = TransformHeader.parse(packet)
-    body = bytes(packet[TRANSFORM_SIZE:])
-    if len(body) != th.original_size:
+    size = len(packet) - TRANSFORM_SIZE
+    if size != th.original_size:
         raise MalformedPacket("transform size mismatch")
+    # the AEAD wants ciphertext || tag: one copy of the body instead of three
+    sealed = bytearray(size + 16)
+    with memoryview(packet) as mv:
+        sealed[:size] = mv[TRANSFORM_SIZE:]
+    sealed[size:] = th.signature
     nonce = th.nonce[: _nonce_len(cipher)]
-    return _aead(cipher, key).decrypt(nonce, body + th.signature, th.aad())
+    return _aead(cipher, key).decrypt(nonce, sealed, th.aad())
 
 
 def preauth_update(current: bytes, message: bytes | bytearray | memoryview) -> bytes:

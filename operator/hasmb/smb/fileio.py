@@ -17,7 +17,7 @@ from hasmb.smb.constants import (
     Status,
 )
 from hasmb.smb.errors import SmbError, errno_to_status
-from hasmb.smb.request import Registry, Request
+from hasmb.smb.request import TAIL_HEADROOM, Registry, Request
 from hasmb.smb.state import Open
 
 _READ_REQ = struct.Struct("<HBBIQ16sIIIHH")
@@ -80,22 +80,26 @@ async def handle_read(req: Request) -> bytes:
         if min_count:
             raise SmbError(Status.END_OF_FILE)
         return _READ_RESP.pack(17, 80, 0, 0, 0, 0)
-    data: bytes | bytearray | None
+    # read straight into the buffer the response frame is built in (see Request.tail_frame)
+    frame = bytearray(TAIL_HEADROOM + length + 16)
+    view = memoryview(frame)[TAIL_HEADROOM : TAIL_HEADROOM + length]
+    n: int | None
     try:
         with op.io() as fd:
             if length > THREAD_THRESHOLD:
-                data = _read_cached(fd, length, offset)
-                if data is None:
-                    data = await asyncio.to_thread(os.pread, fd, length, offset)
+                n = _read_cached(fd, view, offset)
+                if n is None:
+                    n = await asyncio.to_thread(os.preadv, fd, [view], offset)
             else:
-                data = os.pread(fd, length, offset)
+                n = os.preadv(fd, [view], offset)
     except OSError as exc:
         raise SmbError(errno_to_status(exc)) from exc
-    if not data or len(data) < min_count:
+    if not n or n < min_count:
         raise SmbError(Status.END_OF_FILE)
-    op.position = offset + len(data)
-    req.tail = data
-    return _READ_RESP.pack(17, 80, 0, len(data), 0, 0)
+    op.position = offset + n
+    req.tail = view[:n]
+    req.tail_frame = frame
+    return _READ_RESP.pack(17, 80, 0, n, 0, 0)
 
 
 async def handle_write(req: Request) -> bytes:
@@ -150,18 +154,17 @@ async def handle_write(req: Request) -> bytes:
     return _WRITE_RESP.pack(17, 0, written, 0, 0, 0)
 
 
-def _read_cached(fd: int, length: int, offset: int) -> bytearray | None:
+def _read_cached(fd: int, buf: memoryview, offset: int) -> int | None:
     """Read on the event loop only if the page cache has every byte (RWF_NOWAIT never
     blocks); otherwise None and the caller reads in a worker thread."""
     flag = getattr(os, "RWF_NOWAIT", 0)
     if not flag:
         return None
-    buf = bytearray(length)
     try:
         n = os.preadv(fd, [buf], offset, flag)
     except (BlockingIOError, OSError):
         return None
-    return buf if n == length else None
+    return n if n == len(buf) else None
 
 
 def _pwrite(fd: int, data: memoryview, offset: int, sync: bool) -> int:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from hasmb.smb.constants import Status
 from hasmb.smb.errors import SmbError
-from hasmb.smb.header import Header
+from hasmb.smb.header import HEADER_SIZE, TRANSFORM_SIZE, Header
 from hasmb.smb.state import Connection, Open, Session, TreeConnect
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Handler = Callable[["Request"], Awaitable[bytes]]
 RELATED_FILE_ID = b"\xff" * 16
+# frame length (4) + transform header + SMB2 header + a READ response's fixed body (16)
+TAIL_HEADROOM = 4 + TRANSFORM_SIZE + HEADER_SIZE + 16
 
 
 @dataclass(slots=True)
@@ -89,7 +91,10 @@ class Request:
     async_id: int = 0
     credits_granted: int = 0
     # bulk payload sent after the body without copying (READ data); part of the message
-    tail: bytes | bytearray = b""
+    tail: bytes | bytearray | memoryview = b""
+    # the buffer `tail` is a view of, starting at TAIL_HEADROOM and followed by 16 spare
+    # bytes: room to frame, sign or encrypt the response in place (no copy of the data)
+    tail_frame: bytearray | None = None
     _cancel: asyncio.Future[None] | None = None
     cancelled: bool = False
     extra: dict[str, Any] = field(default_factory=dict)

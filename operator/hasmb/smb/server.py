@@ -50,11 +50,12 @@ from hasmb.smb.header import (
     PROTOCOL_ID,
     SMB1_ID,
     TRANSFORM_ID,
+    TRANSFORM_SIZE,
     Header,
     MalformedPacket,
     TransformHeader,
 )
-from hasmb.smb.request import CompoundState, Registry, Request
+from hasmb.smb.request import TAIL_HEADROOM, CompoundState, Registry, Request
 from hasmb.smb.state import Connection, GlobalState, Session, Share
 
 log = logging.getLogger("hasmb.smb")
@@ -124,7 +125,7 @@ class ConnectionHandler:
     # CANCELs that arrived before their request started (bounded)
     early_cancels: set[int] = field(default_factory=set)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | bytearray) -> None:
         if self.conn.closed or self.writer.is_closing():
             return
         if len(data) > 65536:
@@ -260,6 +261,9 @@ class ConnectionHandler:
         """Build, sign, chain and (if needed) encrypt responses; send as one frame."""
         if len(responses) == 1:
             req, body = responses[0]
+            if req.tail and req.tail_frame is not None and req.on_response is None:
+                if self.send_in_place(req, body):
+                    return
             if (
                 req.tail
                 and req.on_response is None
@@ -291,12 +295,45 @@ class ConnectionHandler:
             if self.server.should_encrypt(req):
                 enc_session = req.session
             parts.append(msg)
-        data = b"".join(parts)
+        data: bytes | bytearray = parts[0] if len(parts) == 1 else b"".join(parts)
         if enc_session is not None and enc_session.keys is not None:
             data = crypto.encrypt(
                 self.conn.cipher, enc_session.keys.encrypt, enc_session.session_id, data
             )
         self.send(data)
+
+    def send_in_place(self, req: Request, body: bytes) -> bool:
+        """Frame, sign or encrypt a READ response around its data in the buffer the data
+        was read into (Request.tail_frame), so 1-8 MiB of payload is never copied."""
+        frame = req.tail_frame
+        server = self.server
+        encrypt = server.should_encrypt(req)
+        session = req.session
+        msg_start = TAIL_HEADROOM - HEADER_SIZE - len(body)
+        if frame is None or msg_start < 4 + TRANSFORM_SIZE:
+            return False
+        if encrypt and (session is None or session.keys is None):
+            return False
+        end = TAIL_HEADROOM + len(req.tail)
+        frame[msg_start:TAIL_HEADROOM] = server.build_response(req, body)
+        if encrypt and session is not None and session.keys is not None:
+            start = msg_start - TRANSFORM_SIZE
+            crypto.seal_in_place(
+                self.conn.cipher,
+                session.keys.encrypt,
+                session.session_id,
+                frame,
+                start,
+                end - msg_start,
+            )
+        else:
+            start = msg_start
+            with memoryview(frame) as mv, mv[start:end] as msg:
+                server.maybe_sign(req, msg)
+        struct.pack_into(">I", frame, start - 4, end - start)
+        if not (self.conn.closed or self.writer.is_closing()):
+            self.writer.write(memoryview(frame)[start - 4 : end])
+        return True
 
 
 def split_compound(packet: bytes) -> list[tuple[Header, bytes]]:
@@ -551,7 +588,7 @@ class SmbServer:
             return False
         return not (req.status == Status.PENDING and not req.async_id)
 
-    def maybe_sign(self, req: Request, msg: bytearray) -> None:
+    def maybe_sign(self, req: Request, msg: bytearray | memoryview) -> None:
         s = req.session
         if s is None or s.keys is None or not self.needs_signature(req):
             return
@@ -570,7 +607,7 @@ class SmbServer:
         # the interim response carries the credits; the final async one grants none
         struct.pack_into("<H", msg, 14, self.grant_credits(req))
         self.maybe_sign(req, msg)
-        data = bytes(msg)
+        data: bytes | bytearray = bytes(msg)
         if self.should_encrypt(req) and req.session is not None and req.session.keys:
             data = crypto.encrypt(
                 req.conn.cipher, req.session.keys.encrypt, req.session.session_id, data
@@ -594,7 +631,7 @@ class SmbServer:
         ch = self.handler_for(conn)
         if ch is None:
             return
-        data = bytes(msg)
+        data: bytes | bytearray = bytes(msg)
         if session is not None and session.keys is not None and session.encrypt_data:
             data = crypto.encrypt(conn.cipher, session.keys.encrypt, session.session_id, data)
         elif (
