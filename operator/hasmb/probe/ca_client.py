@@ -98,6 +98,9 @@ class CaFile:
     path: str
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     reclaim_deadline: float = 60.0
+    # TCP connect + NEGOTIATE of a (re)connection; None = request_timeout. A SYN to a
+    # Service endpoint that just died goes unanswered: a short timeout retries sooner.
+    connect_timeout: float | None = None
     durable_timeout_ms: int = 60_000
     # A batch oplock lets a non-CA server grant a (non-persistent) durable handle,
     # MS-SMB2 3.3.5.9.10; CA shares grant persistence without one.
@@ -119,7 +122,8 @@ class CaFile:
         # smbprotocol does not offer PERSISTENT_HANDLES by default; a CA server only
         # grants persistence to clients that do (MS-SMB2 3.3.5.4).
         conn.client_capabilities |= Capabilities.SMB2_GLOBAL_CAP_PERSISTENT_HANDLES
-        conn.connect(Dialects.SMB_3_1_1, timeout=self.request_timeout)
+        timeout = self.connect_timeout or self.request_timeout
+        conn.connect(Dialects.SMB_3_1_1, timeout=timeout)
         try:
             session = Session(
                 conn, self.target.user, self.target.password, require_encryption=self.target.encrypt

@@ -31,6 +31,7 @@ class ProbeSettings:
     prefix: str = "hasmb-probe"
     reclaim_deadline: float = 60.0
     request_timeout: float = 5.0
+    connect_timeout: float | None = None  # None = request_timeout
     batch_oplock: bool = False  # only to get durable handles from non-CA servers
 
 
@@ -102,6 +103,7 @@ class Worker:
             self.path,
             reclaim_deadline=settings.reclaim_deadline,
             request_timeout=settings.request_timeout,
+            connect_timeout=settings.connect_timeout,
             batch_oplock=settings.batch_oplock,
         )
         self.current_stall_since: float | None = None
