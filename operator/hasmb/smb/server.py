@@ -32,7 +32,7 @@ import struct
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from hasmb.smb import crypto
 from hasmb.smb.config import ShareConfig, SmbdConfig
@@ -45,6 +45,7 @@ from hasmb.smb.constants import (
     Status,
 )
 from hasmb.smb.errors import SmbError
+from hasmb.smb.framing import FrameReader, read_stream_frame
 from hasmb.smb.header import (
     HEADER_SIZE,
     PROTOCOL_ID,
@@ -118,7 +119,7 @@ def error_body(data: bytes = b"") -> bytes:
 class ConnectionHandler:
     server: SmbServer
     conn: Connection
-    reader: asyncio.StreamReader
+    reader: FrameReader | asyncio.StreamReader
     writer: asyncio.StreamWriter
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     sync_pending: dict[int, Request] = field(default_factory=dict)  # message id -> request
@@ -137,17 +138,11 @@ class ConnectionHandler:
     async def run(self) -> None:
         try:
             while not self.conn.closed:
-                try:
-                    hdr = await self.reader.readexactly(4)
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break
-                length = int.from_bytes(hdr, "big")
-                if hdr[0] != 0 or length > MAX_PDU:
-                    log.warning("%s: bad frame header %r, dropping", self.conn.peer, hdr)
-                    break
-                try:
-                    packet = await self.reader.readexactly(length)
-                except (asyncio.IncompleteReadError, ConnectionError):
+                if isinstance(self.reader, FrameReader):
+                    packet = await self.reader.read_frame()
+                else:
+                    packet = await read_stream_frame(self.reader, MAX_PDU, self.conn.peer)
+                if packet is None:
                     break
                 try:
                     self.receive(packet)
@@ -172,8 +167,10 @@ class ConnectionHandler:
             await self.writer.wait_closed()
         self.server.connections.discard(self)
 
-    def receive(self, packet: bytes) -> None:
-        proto = packet[:4]
+    def receive(self, packet: bytes | bytearray) -> None:
+        proto = bytes(packet[:4])
+        if isinstance(packet, bytearray) and not _keep_in_place(proto, packet):
+            packet = bytes(packet)  # messages are bytes except bulk WRITEs (see framing)
         encrypted = False
         enc_session: Session | None = None
         if proto == TRANSFORM_ID:
@@ -187,7 +184,7 @@ class ConnectionHandler:
                 raise MalformedPacket(f"decryption failed: {exc}") from exc
             encrypted = True
         elif proto == SMB1_ID:
-            self.server.smb1_negotiate(self, packet)
+            self.server.smb1_negotiate(self, bytes(packet))
             return
         elif proto != PROTOCOL_ID:
             raise MalformedPacket(f"unknown protocol id {proto!r}")
@@ -336,7 +333,23 @@ class ConnectionHandler:
         return True
 
 
-def split_compound(packet: bytes) -> list[tuple[Header, bytes]]:
+def _keep_in_place(proto: bytes, packet: bytearray) -> bool:
+    """A received bytearray that can be handled as is: sealed messages (decryption
+    makes new bytes) and a lone WRITE (its data only goes through a memoryview)."""
+    if proto == TRANSFORM_ID:
+        return True
+    return (
+        proto == PROTOCOL_ID
+        and len(packet) >= HEADER_SIZE
+        and int.from_bytes(packet[12:14], "little") == Command.WRITE
+        and int.from_bytes(packet[20:24], "little") == 0
+    )
+
+
+def split_compound(received: bytes | bytearray) -> list[tuple[Header, bytes]]:
+    # a lone bulk WRITE stays the bytearray it was received into (see _keep_in_place);
+    # its handler reads it only through struct and memoryview, so it passes for bytes
+    packet = cast(bytes, received)
     out: list[tuple[Header, bytes]] = []
     offset = 0
     while True:
@@ -400,15 +413,18 @@ class SmbServer:
         from hasmb.smb.fileinfo import filetime_now
 
         self.start_time = filetime_now()
-        self._server = await asyncio.start_server(
-            self._accept, host, port, limit=MAX_PDU, reuse_address=True
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: FrameReader(self._accept, MAX_PDU), host, port, reuse_address=True
         )
         sock = self._server.sockets[0]
         bound: int = sock.getsockname()[1]
         log.info("hasmb-smbd listening on %s:%d", host, bound)
         return bound
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(
+        self, reader: FrameReader | asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         if self.draining:
             writer.close()
             return
