@@ -12,7 +12,7 @@ pair is serving, owns the SVM and carries every LIF (never both pods down).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 
@@ -25,6 +25,8 @@ class Reason(StrEnum):
     UPGRADE = "Upgrade"
     FAILOVER = "Failover"
     GIVEBACK = "Giveback"
+    # written by the partner pod itself: it saw the owner's process gone (docs/operator.md)
+    PARTNER_FAILOVER = "PartnerFailover"
 
 
 PLANNED = frozenset({Reason.RELOCATED, Reason.PLANNED_TAKEOVER, Reason.UPGRADE})
@@ -98,6 +100,29 @@ class PairView:
             and self.serving(other)
             and (not self.outdated(other) or owner == other)
         )
+
+
+def after_partner_failover(
+    view: PairView, holder: str | None, reason: Reason | None, acquired: float | None
+) -> PairView:
+    """The view with the old owner's pod status discounted after a pod-driven failover.
+
+    A Lease the partner pod took itself (PartnerFailover, or after the Lease expired)
+    proves the old owner stopped serving at `acquired`, while its pod may still show
+    Ready: a cut-off node's kubelet reports nothing until the node-monitor grace period
+    ends (~40 s), and a restarted container may not have flipped Ready yet. The old
+    owner serves again (for giveback and LIF revert) only once its pod became Ready
+    after the takeover. lastTransitionTime has whole seconds: the same second counts.
+    """
+    if reason is not Reason.PARTNER_FAILOVER or holder not in view.nodes or acquired is None:
+        return view
+    lost = view.partner(holder)
+    pod = view.pod_facts.get(lost, PodFacts())
+    if pod.ready and pod.ready_since is not None and pod.ready_since >= int(acquired):
+        return view
+    facts = dict(view.pod_facts)
+    facts[lost] = replace(pod, ready=False)
+    return replace(view, pod_facts=facts)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ SMB_PORT = 445
 WITNESS_PORT = 5050
 EPMAP_PORT = 135
 METRICS_PORT = 9300
-LEASE_SECONDS = 15
+LEASE_SECONDS = 6
 
 _COMMON = {"app.kubernetes.io/part-of": "hasmb", "app.kubernetes.io/managed-by": "hasmb-operator"}
 

@@ -20,6 +20,7 @@ from hasmb.controller.placement import (
     OwnerDecision,
     PairView,
     Reason,
+    after_partner_failover,
     decide_lif,
     decide_owner,
     pod_actions,
@@ -136,6 +137,7 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
         now=now,
     )
     holder_reason = _reason(own.reason)
+    view = after_partner_failover(view, own.holder, holder_reason, own.acquired)
     decision = decide_owner(view, svm.home_node, svm.relocate_to, own.holder, holder_reason)
 
     if decision.move and own.holder in nodes and not view.serving(own.holder or ""):
@@ -195,6 +197,22 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
                 rt, body, svm, pair, own.holder, decision, new_epoch, now
             )
         owner, epoch = decision.owner, new_epoch
+    elif holder_reason is Reason.PARTNER_FAILOVER and own.holder in nodes:
+        # The partner pod moved the Lease itself: Event and status.lastTakeover, once
+        # per epoch (status names the epoch it recorded, so a restart does not repeat it).
+        last = (body.get("status") or {}).get("lastTakeover") or {}
+        if last.get("epoch") != own.epoch:
+            old = view.partner(own.holder or "")
+            pod_move = OwnerDecision(
+                own.holder,
+                True,
+                Reason.PARTNER_FAILOVER,
+                False,
+                message=f"the pod on {own.holder} saw {old} stop serving and took over",
+            )
+            start = own.acquired if own.acquired is not None else now
+            rt.failure_seen.setdefault((namespace, name), start)
+            move_record = await _record_move(rt, body, svm, pair, old, pod_move, own.epoch, now)
 
     # LIFs follow ownership before any pod may go away.
     all_lifs = [LIF.from_body(b) for b in store.all("LIF", namespace)]
@@ -345,6 +363,9 @@ async def _ensure_smbd_account(rt: Runtime, namespace: str) -> None:
     rt.smbd_accounts.add(namespace)
 
 
+UNPLANNED_REASONS = frozenset({Reason.FAILOVER, Reason.PARTNER_FAILOVER})
+
+
 def _reason(text: str | None) -> Reason | None:
     try:
         return Reason(text) if text else None
@@ -369,6 +390,7 @@ async def _record_move(
         kind = ""  # the first owner: nothing moved
     event_reason = {
         Reason.FAILOVER: "Takeover",
+        Reason.PARTNER_FAILOVER: "Takeover",
         Reason.GIVEBACK: "Giveback",
         Reason.PLANNED_TAKEOVER: "PlannedTakeover",
         Reason.RELOCATED: "Relocated",
@@ -380,7 +402,7 @@ async def _record_move(
     where = f"{old} -> {decision.owner}" if old else f"owner {decision.owner}"
     msg = f"{decision.message or decision.reason.value}; epoch {epoch} ({where})"
     await status_writer.event(
-        rt, body, event_reason, msg, warning=decision.reason is Reason.FAILOVER
+        rt, body, event_reason, msg, warning=decision.reason in UNPLANNED_REASONS
     )
     log.info("svm %s/%s: %s", svm.meta.namespace, svm.meta.name, msg)
     if (

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasmb.controller.render import ANN_EPOCH, micro_time, read_ownership
+from hasmb.controller.render import ANN_EPOCH, ANN_REASON, micro_time, read_ownership
 from hasmb.handles import StoreError
 from hasmb.handles.kube_api import KubeApi, KubeApiError
 
@@ -39,12 +39,13 @@ class LeaseView:
     reason: str | None
     duration: float
     resource_version: str
+    renewed: float | None = None  # spec.renewTime as written (the writer's clock)
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> LeaseView:
         own = read_ownership(body)
         rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        return cls(own.holder, own.epoch, own.reason, own.duration, rv)
+        return cls(own.holder, own.epoch, own.reason, own.duration, rv, own.renewed)
 
 
 @dataclass(eq=False)
@@ -56,6 +57,9 @@ class LeaseWatch:
     name: str
     current: LeaseView | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # local monotonic time at which holder, epoch or renewTime was last seen to change:
+    # a standby judges the Lease's expiry on its own clock from there (no clock skew)
+    progressed: float = field(default_factory=time.monotonic)
     _task: asyncio.Task[None] | None = None
 
     @property
@@ -74,9 +78,24 @@ class LeaseWatch:
                 if int(view.resource_version) < int(old.resource_version):
                     return old
         self.current = view
+        if old is None or (old.holder, old.epoch, old.renewed) != (
+            view.holder,
+            view.epoch,
+            view.renewed,
+        ):
+            self.progressed = time.monotonic()
         if old is None or (old.holder, old.epoch) != (view.holder, view.epoch):
             self.changed.set()
         return view
+
+    def expired_locally(self) -> bool:
+        """No renewal seen for the whole duration, on this process's monotonic clock.
+
+        The holder fences itself 2/3 of the duration after its last renewal was sent,
+        which is before this process saw that renewal: by now it has stopped serving.
+        """
+        view = self.current
+        return view is not None and time.monotonic() - self.progressed > view.duration
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -113,12 +132,14 @@ class LeaseLost(Exception):
 
 @dataclass(eq=False)
 class LeaseRenewer:
-    """Renews the Lease while this pod owns it; `expired` fires at the fence deadline."""
+    """Renews the Lease (every `renew_fraction` of its duration) while this pod owns it;
+    `expired` fires at the fence deadline."""
 
     watch: LeaseWatch
     holder: str
     epoch: int
     fence_fraction: float = 2 / 3
+    renew_fraction: float = 1 / 4
     last_ok: float = field(default_factory=time.monotonic)  # send time of the last renewal
     renewals: int = 0
     expired: asyncio.Event = field(default_factory=asyncio.Event)
@@ -180,7 +201,10 @@ class LeaseRenewer:
             if self._check(duration):
                 return
             ok_recently = self.last_ok >= time.monotonic() - 0.05
-            pause = duration / 3 if ok_recently else min(0.5, duration / 10)
+            # every quarter of the duration: a renewal may hang for (2/3 - 1/4) of it
+            # (2.5 s of a 6 s lease) before the fence, and a standby's takeover after
+            # a partition comes 3/4-1 of the duration after it (docs/operator.md)
+            pause = duration * self.renew_fraction if ok_recently else min(0.5, duration / 10)
             await asyncio.sleep(min(pause, max(0.0, self._left(duration))))
             if self._check(duration):
                 return
@@ -218,3 +242,27 @@ async def bump_epoch(watch: LeaseWatch, holder: str, at_least: int) -> int:
         "PATCH", watch.path, body=patch, content_type="application/merge-patch+json"
     )
     return watch.observe(body).epoch
+
+
+async def take_lease(watch: LeaseWatch, seen: LeaseView, holder: str, reason: str) -> LeaseView:
+    """Move the Lease from a dead or expired holder to `holder` (epoch + 1), a CAS on the
+    resourceVersion of `seen`: a Lease anyone changed since (a renewal, the operator's
+    own failover) refuses it with 409, so two takeovers cannot both win."""
+    epoch = seen.epoch + 1
+    now = micro_time(time.time())
+    patch = {
+        "metadata": {
+            "resourceVersion": seen.resource_version,
+            "annotations": {ANN_EPOCH: str(epoch), ANN_REASON: reason},
+        },
+        "spec": {
+            "holderIdentity": holder,
+            "acquireTime": now,
+            "renewTime": now,
+            "leaseTransitions": epoch,
+        },
+    }
+    body = await watch.api.request(
+        "PATCH", watch.path, body=patch, content_type="application/merge-patch+json"
+    )
+    return watch.observe(body)

@@ -5,13 +5,16 @@
 - Holder (Lease holderIdentity == HASMB_NODE): take the handle store at the
   Lease's epoch (warm, through hasmb.smb.forward.Standby.take_over: the
   follower's mirror is adopted) and serve; renew spec.renewTime every
-  leaseDurationSeconds/3 (lease.LeaseRenewer). If renewal fails for 2/3 of the
+  leaseDurationSeconds/4 (lease.LeaseRenewer). If renewal fails for 2/3 of the
   duration (monotonic clock), self-fence: abort every client connection, stop
   accepting, exit 3 -- before the operator could move the Lease (it waits the
   whole duration from the last renewTime).
 - Not the holder: a forwarding standby. Follow the store, relay SMB
   connections to the holder's pod IP (peers.PeerWatch) at this server's own
-  SMB port (both pods of an SVM share one rendered config).
+  SMB port (both pods of an SVM share one rendered config). Heartbeat the
+  holder's pod (partner.PartnerWatch): a refused connection (nothing listens:
+  kill -9, container exit) takes the Lease at once, an unanswered one only
+  after the Lease expired on this pod's clock (the isolated owner fenced).
 - Holder moves here (planned or unplanned): take over at the new epoch.
   Holder moves away (planned giveback, ARL): hand over in-process -- stop
   accepting, let in-flight requests finish (`handover_drain`), close the
@@ -46,6 +49,8 @@ from hasmb.handles import HandleStore, StoreError, open_store
 from hasmb.handles.kube_api import KubeApi
 from hasmb.podrt.env import PodEnv
 from hasmb.podrt.lease import LeaseRenewer, LeaseView, LeaseWatch, bump_epoch
+from hasmb.podrt.partner import REASON as PARTNER_FAILOVER
+from hasmb.podrt.partner import PartnerWatch
 from hasmb.podrt.peers import PeerWatch
 from hasmb.podrt.shares import apply_shares
 from hasmb.podrt.witness import witness_interfaces
@@ -59,7 +64,7 @@ log = logging.getLogger("hasmb.podrt")
 
 ANN_HANDLES = "hasmb.io/persistent-handles"
 # Lease reasons the operator writes for moves nobody planned (docs/operator.md)
-UNPLANNED = frozenset({"Failover"})
+UNPLANNED = frozenset({"Failover", PARTNER_FAILOVER})
 
 
 @dataclass(eq=False)
@@ -83,6 +88,7 @@ class PodRuntime:
     handover_drain: float = 1.0
     annotate_interval: float = 2.0
     epoch_check: float = 1.0
+    heartbeat_interval: float = 0.25
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     server: SmbServer = field(init=False)
     store: HandleStore = field(init=False)
@@ -90,6 +96,7 @@ class PodRuntime:
     lease: LeaseWatch = field(init=False)
     peers: PeerWatch = field(init=False)
     renewer: LeaseRenewer | None = None
+    partner: PartnerWatch | None = None
     handovers: list[float] = field(default_factory=list)
     _admin: asyncio.AbstractServer | None = None
     _owner_tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -108,9 +115,18 @@ class PodRuntime:
         self.peers = PeerWatch(self.api, self.env.namespace, self.env.svm)
         self.peers.start()
         loop = asyncio.get_running_loop()
+        self.partner = PartnerWatch(
+            self.lease,
+            self.peers,
+            self.env.node,
+            self._port,
+            lambda: getattr(self, "standby", None) is not None and self.standby.role == "standby",
+            interval=self.heartbeat_interval,
+        )
         self._tasks += [
             loop.create_task(self._watch_config()),
             loop.create_task(self._publish_handles()),
+            loop.create_task(self.partner.run()),
         ]
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
