@@ -26,6 +26,7 @@ from hasmb.controller.placement import (
     pod_actions,
 )
 from hasmb.controller.runtime import Runtime
+from hasmb.controller.store import Store
 from hasmb.kube.client import (
     CONFIGMAPS,
     HAPAIRS,
@@ -216,8 +217,12 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
 
     # LIFs follow ownership before any pod may go away.
     all_lifs = [LIF.from_body(b) for b in store.all("LIF", namespace)]
+    # A LIF whose Service already holds the address keeps it (the apiserver allocated
+    # it there); otherwise the oldest wins. creationTimestamp has 1 s resolution, so
+    # without the first rule two LIFs created in the same second tie on name order.
     created_at = {
-        lif.meta.name: str(b["metadata"].get("creationTimestamp", ""))
+        lif.meta.name: ("0|" if _service_holds_ip(store, namespace, lif) else "1|")
+        + str(b["metadata"].get("creationTimestamp", ""))
         for lif, b in zip(all_lifs, store.all("LIF", namespace), strict=False)
     }
     ip_holders = lif_ip_owner([(created_at.get(lf.meta.name, ""), lf) for lf in all_lifs])
@@ -483,3 +488,8 @@ async def _orphaned(
             await status_writer.patch_cr_status(
                 rt, kind, res, b, status_writer.unready_status(b, "SVMNotFound", msg)
             )
+
+
+def _service_holds_ip(store: Store, namespace: str, lif: LIF) -> bool:
+    svc = store.get("Service", namespace, lif.service_name)
+    return bool(svc is not None and lif.ip and svc.get("spec", {}).get("clusterIP") == lif.ip)
