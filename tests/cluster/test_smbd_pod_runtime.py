@@ -664,3 +664,33 @@ def test_owner_restarted_by_the_kubelet_raises_the_epoch_and_serves(pair: PodPai
     f.close()
     a.proc.send_signal(signal.SIGTERM)
     assert a.proc.wait(15) == 0, a.log()
+
+
+def test_pod_started_before_its_lease_waits_as_standby_then_owns(pair: PodPair) -> None:
+    """A new SVM: the operator writes the first Lease only once a pod is Ready (listens),
+    so a pod that finds no Lease must wait as a standby instead of exiting."""
+    saved = pair.lease()
+    pair.kubectl("delete", "lease", f"{SVM}-owner")
+    a = pair.start("node-a")
+    wait_for(lambda: a.role() == "standby", 30, "node-a to wait as a standby")
+    with socket.create_connection((pair.ips["node-a"], pair.port), timeout=5):
+        pass  # listening: its pod would turn Ready and the operator write the Lease
+    assert a.proc.poll() is None, a.log()
+    fresh = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {
+            "name": saved["metadata"]["name"],
+            "labels": saved["metadata"]["labels"],
+            "annotations": saved["metadata"]["annotations"],
+        },
+        "spec": {**saved["spec"], "renewTime": micro(time.time())},
+    }
+    pair.apply(fresh)
+    wait_for(lambda: a.role() == "owner", 30, "node-a to own the SVM once the Lease exists")
+    f = pair.client("node-a", "first-lease.vhdx")
+    assert f.open().persistent
+    acked = write_blocks(f, 4)
+    for offset, block in acked.items():
+        assert f.read(offset, 4096) == block
+    f.close()

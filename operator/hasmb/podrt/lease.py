@@ -67,7 +67,16 @@ class LeaseWatch:
         return LEASES.format(ns=self.namespace) + f"/{self.name}"
 
     async def read(self) -> LeaseView:
-        return self.observe(await self.api.request("GET", self.path))
+        try:
+            body = await self.api.request("GET", self.path)
+        except KubeApiError as exc:
+            if exc.status != 404:
+                raise
+            # A new SVM: the operator writes the first Lease once a pod is Ready, and
+            # a pod is Ready once it listens -- so wait as a standby without an owner
+            # (forwarding nowhere) instead of exiting; the watch sees the Lease appear.
+            body = {}
+        return self.observe(body)
 
     def observe(self, body: dict[str, Any]) -> LeaseView:
         view = LeaseView.parse(body)
@@ -112,9 +121,10 @@ class LeaseWatch:
                 view = await self.read()
                 params = {
                     "fieldSelector": f"metadata.name={self.name}",
-                    "resourceVersion": view.resource_version,
                     "allowWatchBookmarks": "false",
                 }
+                if view.resource_version:
+                    params["resourceVersion"] = view.resource_version
                 async for event in self.api.watch(LEASES.format(ns=self.namespace), params):
                     kind, obj = event.get("type"), event.get("object") or {}
                     if kind in ("ADDED", "MODIFIED") and isinstance(obj, dict):
