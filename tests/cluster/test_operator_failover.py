@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -12,6 +11,7 @@ import pytest
 
 from tests.cluster.operator_harness import OperatorEnv, condition, operator_env
 from tests.support.cluster import KubeCluster
+from tests.support.net import free_port
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +22,10 @@ def env(
         # Restart with metrics on a free loopback port.
         e.stop_operator()
         e.proc = None
-        e.operator_args = ["--metrics", f"127.0.0.1:{_free_port()}", "--log-format", "json"]
+        e.operator_args = ["--metrics", f"127.0.0.1:{free_port()}", "--log-format", "json"]
         e.start_operator()
         e.install_samples()
         yield e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _metrics(env: OperatorEnv) -> str:

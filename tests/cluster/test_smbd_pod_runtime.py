@@ -43,6 +43,7 @@ from hasmb.witness.messages import (
     RESOURCE_STATE_UNAVAILABLE,
 )
 from tests.support.cluster import KubeCluster
+from tests.support.net import free_port
 
 USER, PASSWORD = "alice", "Secret-pw1"
 SVM = "svm1"
@@ -71,12 +72,6 @@ def micro(ts: float) -> str:
 
 def parse_micro(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class ApiProxy:

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -32,6 +31,7 @@ import yaml
 from hasmb.probe.ca_client import CaFile, CaTarget
 from tests.cluster.operator_harness import OperatorEnv, condition, operator_env, ready
 from tests.support.cluster import KubeCluster
+from tests.support.net import free_port
 
 USER, PASSWORD = "alice", "Secret-pw1"
 BLOCK = 64 * 1024
@@ -67,12 +67,6 @@ kind: Share
 metadata: {{name: data}}
 spec: {{svm: svm1, path: /data, continuouslyAvailable: true}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -22,13 +22,8 @@ from pathlib import Path
 import pytest
 
 from hasmb.probe.ca_client import CaFile, CaTarget
+from tests.support.net import free_port
 from tests.support.smbd import SmbdProcess, start_smbd
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_until(pred: Callable[[], bool], what: str, limit: float) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,18 +22,13 @@ from smbprotocol.exceptions import SMBResponseException
 from smbprotocol.open import LockFlags, SMB2LockElement
 
 from hasmb.probe.ca_client import CaFile, CaTarget
+from tests.support.net import free_port
 from tests.support.smbd import SmbdProcess, start_smbd
 from tests.support.smbproto import connect
 
 FILE_NOT_AVAILABLE = 0xC0000467
 FILE_LOCK_CONFLICT = 0xC0000054
 BACKENDS = ["file", "etcd", "configmap"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,7 @@ from hasmb.handles import (
     StoreMirror,
     open_store,
 )
+from tests.support.net import free_port
 
 ETCD_BIN = Path.home() / ".cache/hasmb/bin/etcd"
 
@@ -77,12 +78,6 @@ async def wait_for(pred: Callable[[], bool], what: str, limit: float = 15.0) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +16,7 @@ from smbprotocol.connection import Connection, Dialects
 from smbprotocol.session import Session
 from smbprotocol.tree import SMB2TreeConnectRequest, SMB2TreeConnectResponse
 
+from tests.support.net import free_port
 from tests.support.smbd import PASSWORD, USER, SmbdProcess, start_smbd
 from tests.support.witness_server import Rpcclient, free_loopback_address
 
@@ -40,12 +40,6 @@ def share_caps(host: str, port: int, share: str) -> int:
         return int(tree["capabilities"].get_value())
     finally:
         conn.disconnect()
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def start_with_witness(tmp: Path) -> tuple[SmbdProcess, str, str]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 import time
 import urllib.error
@@ -27,17 +26,12 @@ from smbprotocol.exceptions import SMBResponseException
 from smbprotocol.open import CreateDisposition, LockFlags, SMB2LockElement
 
 from hasmb.probe.ca_client import CaFile, CaTarget
+from tests.support.net import free_port
 from tests.support.smbd import SmbdProcess, start_smbd
 from tests.support.smbproto import connect
 
 FILE_LOCK_CONFLICT = 0xC0000054
 BLOCK = 64 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def admin(port: int, method: str, **params: str) -> tuple[int, dict[str, Any]]:

@@ -16,12 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.support.net import free_port
 
 
 def wait_for_port(port: int, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
