@@ -291,23 +291,3 @@ class NtlmServer:
             anonymous=False,
             has_mic=has_mic,
         )
-
-
-def signing_key(exported_session_key: bytes, client_to_server: bool) -> bytes:
-    """SIGNKEY (MS-NLMP 3.4.5.2) with extended session security."""
-    direction = "client-to-server" if client_to_server else "server-to-client"
-    magic = f"session key to {direction} signing key magic constant\x00".encode()
-    return hashlib.md5(exported_session_key + magic).digest()
-
-
-def sealing_key(exported_session_key: bytes, flags: int, client_to_server: bool) -> bytes:
-    """SEALKEY (MS-NLMP 3.4.5.3) with extended session security."""
-    if flags & NegotiateFlags.KEY_128:
-        key = exported_session_key
-    elif flags & NegotiateFlags.KEY_56:
-        key = exported_session_key[:7]
-    else:
-        key = exported_session_key[:5]
-    direction = "client-to-server" if client_to_server else "server-to-client"
-    magic = f"session key to {direction} sealing key magic constant\x00".encode()
-    return hashlib.md5(key + magic).digest()

@@ -6,7 +6,6 @@ SMB carries SPNEGO in SESSION_SETUP security buffers; DCE/RPC may carry it
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import struct
 from dataclasses import dataclass, field
@@ -15,14 +14,11 @@ from hasmb.auth.ntlm import (
     AUTHENTICATE,
     NEGOTIATE,
     SIGNATURE,
-    NegotiateFlags,
     NtlmAuthError,
     NtlmResult,
     NtlmServer,
-    rc4,
-    sealing_key,
-    signing_key,
 )
+from hasmb.auth.ntlm_session import NtlmSession
 
 OID_SPNEGO = b"\x2b\x06\x01\x05\x05\x02"  # 1.3.6.1.5.5.2
 OID_NTLMSSP = b"\x2b\x06\x01\x04\x01\x82\x37\x02\x02\x0a"  # 1.3.6.1.4.1.311.2.2.10
@@ -175,16 +171,13 @@ def ntlm_mic(result: NtlmResult, message: bytes, client_to_server: bool) -> byte
 
     SPNEGO's mechListMIC is the first (and, for SMB, the only) signature of the
     context; per MS-SPNG 3.3.5.1 the NTLM message security state is reset
-    afterwards, so DCE/RPC starts its own sequence at 0 again.
+    afterwards, so DCE/RPC starts its own `NtlmSession` again.
     """
-    key = signing_key(result.exported_session_key, client_to_server)
-    checksum = hmac.new(key, struct.pack("<I", 0) + message, hashlib.md5).digest()[:8]
-    if result.negotiate_flags & NegotiateFlags.KEY_EXCH:
-        checksum = rc4(
-            sealing_key(result.exported_session_key, result.negotiate_flags, client_to_server),
-            checksum,
-        )
-    return struct.pack("<I", 1) + checksum + struct.pack("<I", 0)
+    # The client signs with the client-to-server keys: a client-side session.
+    session = NtlmSession(
+        result.exported_session_key, result.negotiate_flags, server=not client_to_server
+    )
+    return session.sign(message)
 
 
 @dataclass
