@@ -161,7 +161,12 @@ def test_a_holder_that_renews_its_lease_is_fenced_by_expiry(env: OperatorEnv) ->
     epoch = _wait_home(env)
     # What hasmb-smbd on the owner does: renew the Lease (self-fencing when it cannot).
     renewed = time.time()
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(renewed))
+    # Microseconds, as hasmb-smbd writes them: a stamp truncated to the second can fall
+    # before an acquireTime written in the same second, and a Lease renewed "before" it
+    # was acquired counts as never renewed (no wait for expiry).
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(renewed)) + (
+        f".{int(renewed % 1 * 1_000_000):06d}Z"
+    )
     env.kubectl(
         "patch",
         "lease",
