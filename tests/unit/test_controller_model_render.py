@@ -78,6 +78,20 @@ def test_lif_ip_clash_oldest_keeps_the_address() -> None:
     assert errors == ["spec.ip 10.96.1.1 is already used by LIF lif-old: choose another address"]
 
 
+def test_lif_ip_clash_the_allocated_service_keeps_the_address() -> None:
+    first = LIF.from_body(
+        body("LIF", "z-first", {"svm": "s", "homeNode": "node-a", "ip": "10.96.1.1"})
+    )
+    clash = LIF.from_body(
+        body("LIF", "a-clash", {"svm": "s", "homeNode": "node-b", "ip": "10.96.1.1"})
+    )
+    same_second = "2026-01-01T00:00:00Z"
+    # Without allocation a tie goes to the smaller name; the Service's allocation wins over it.
+    assert lif_ip_owner([(same_second, first), (same_second, clash)]) == {"10.96.1.1": "a-clash"}
+    holders = lif_ip_owner([(same_second, first), (same_second, clash)], {"z-first"})
+    assert holders == {"10.96.1.1": "z-first"}
+
+
 def test_config_follows_contract_3_and_loads_in_smbd() -> None:
     shares = [
         Share.from_body(

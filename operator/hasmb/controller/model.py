@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -342,16 +342,19 @@ def _is_ipv4(text: str) -> bool:
     return True
 
 
-def lif_ip_owner(lifs: list[tuple[str, LIF]]) -> dict[str, str]:
-    """IP -> name of the LIF that keeps it when several ask for one: the oldest wins.
+def lif_ip_owner(lifs: list[tuple[str, LIF]], allocated: Collection[str] = ()) -> dict[str, str]:
+    """IP -> name of the LIF that keeps it when several ask for one.
 
-    `lifs` holds (creationTimestamp, LIF); ties go to the lexically smaller name.
+    `lifs` holds (creationTimestamp, LIF). A LIF named in `allocated` (its Service
+    already holds the address: the apiserver gave it that one) wins; otherwise the
+    oldest does. creationTimestamp has 1 s resolution, so ties go to the lexically
+    smaller name.
     """
-    owner: dict[str, tuple[str, str]] = {}
+    owner: dict[str, tuple[bool, str, str]] = {}
     for created, lif in lifs:
         if lif.ip is None:
             continue
-        key = (created, lif.meta.name)
+        key = (lif.meta.name not in allocated, created, lif.meta.name)
         if lif.ip not in owner or key < owner[lif.ip]:
             owner[lif.ip] = key
-    return {ip: name for ip, (_, name) in owner.items()}
+    return {ip: name for ip, (_, _, name) in owner.items()}

@@ -216,16 +216,12 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
             move_record = await _record_move(rt, body, svm, pair, old, pod_move, own.epoch, now)
 
     # LIFs follow ownership before any pod may go away.
-    all_lifs = [LIF.from_body(b) for b in store.all("LIF", namespace)]
-    # A LIF whose Service already holds the address keeps it (the apiserver allocated
-    # it there); otherwise the oldest wins. creationTimestamp has 1 s resolution, so
-    # without the first rule two LIFs created in the same second tie on name order.
-    created_at = {
-        lif.meta.name: ("0|" if _service_holds_ip(store, namespace, lif) else "1|")
-        + str(b["metadata"].get("creationTimestamp", ""))
-        for lif, b in zip(all_lifs, store.all("LIF", namespace), strict=False)
-    }
-    ip_holders = lif_ip_owner([(created_at.get(lf.meta.name, ""), lf) for lf in all_lifs])
+    lif_claims = [
+        (str(b["metadata"].get("creationTimestamp", "")), LIF.from_body(b))
+        for b in store.all("LIF", namespace)
+    ]
+    allocated = {lif.meta.name for _, lif in lif_claims if _service_holds_ip(store, namespace, lif)}
+    ip_holders = lif_ip_owner(lif_claims, allocated)
     lif_states: list[tuple[Body, LIF, list[str], LifDecision | None, Body | None]] = []
     requeues: list[float] = []
     if decision.requeue_after is not None:
