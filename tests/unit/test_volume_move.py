@@ -116,6 +116,7 @@ def test_operator_steps() -> None:
     done = dict(copying, phase="Completed", pauseSeconds=0.01, passes=3)
     step = next_step(moving, svm, {}, done)
     assert step.action == "complete" and step.status["volume"] == "fast"
+    assert step.status["exportPath"] == "/volumes/fast/data"
     assert step.status["volumeMove"]["pauseSeconds"] == 0.01
     failed = dict(copying, phase="Failed", error="EIO")
     step = next_step(moving, svm, {}, failed)

@@ -121,7 +121,13 @@ def next_step(
         progress.update(completionTime=_now(), message=message)
         return Step(
             "complete",
-            {"volume": share.volume, "volumeMove": progress},
+            # exportPath moves with volume in the same patch: a reader never sees
+            # the new volume next to the old path.
+            {
+                "volume": share.volume,
+                "exportPath": share.path_on(share.volume),
+                "volumeMove": progress,
+            },
             ("VolumeMoveCompleted", message, False),
         )
     if phase == "Failed":
