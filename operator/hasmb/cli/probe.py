@@ -12,6 +12,7 @@ from types import FrameType
 
 from hasmb.probe.ca_client import CaTarget
 from hasmb.probe.runner import ProbeSettings, run_probe
+from hasmb.probe.witness_agent import MODES, WitnessSettings
 
 
 def _host_port(value: str) -> tuple[str, int]:
@@ -49,6 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="request a batch oplock so a non-CA server (e.g. Samba) grants durable handles",
     )
+    parser.add_argument(
+        "--witness",
+        choices=MODES,
+        default="auto",
+        help="register with the SVM's witness (MS-SWN) and follow its CLIENT_MOVE and "
+        "RESOURCE_CHANGE notifications: auto = when the share grants persistent handles",
+    )
+    parser.add_argument(
+        "--witness-port",
+        type=int,
+        help="the witness's TCP port on every address (default: ask the endpoint mapper)",
+    )
+    parser.add_argument("--witness-epm-port", type=int, default=135)
+    parser.add_argument(
+        "--witness-netname", default="", help="default: the name the witness lists for --server"
+    )
+    parser.add_argument(
+        "--witness-keepalive", type=int, default=10, help="RegisterEx keep-alive seconds"
+    )
     parser.add_argument("--json", metavar="FILE", help="write the full report as JSON here")
     parser.add_argument("--log-level", default="warning")
     return parser
@@ -71,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
         reclaim_deadline=args.reclaim_deadline,
         request_timeout=args.request_timeout,
         batch_oplock=args.batch_oplock,
+        witness=WitnessSettings(
+            mode=args.witness,
+            port=args.witness_port,
+            epm_port=args.witness_epm_port,
+            net_name=args.witness_netname,
+            keepalive=args.witness_keepalive,
+        ),
     )
     stop = threading.Event()
 
@@ -91,6 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         f"PROBE writes={writes} stalls={len(stalls)} max_stall={worst} "
         f"errors={report.errors} lost={report.lost} persistent={str(persistent).lower()}"
     )
+    if report.witness is not None:
+        w = report.witness
+        back = w["notify_to_handle_back"]
+        print(
+            f"WITNESS state={w['state']} registrations={w['registrations']} "
+            f"received={w['received']} acted_on={w['acted_on']} failures={w['failures']} "
+            f"max_notify_to_back={f'{max(back):.3f}s' if back else '-'}"
+        )
     for worker in report.workers:
         for line in worker.errors + worker.lost:
             print(f"  {worker.path}: {line}", file=sys.stderr)

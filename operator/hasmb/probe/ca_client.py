@@ -7,13 +7,22 @@ session and tree connect and reopened the handle with DH2C. Writes are
 replayed at their offset, so a write whose reply was lost is applied again
 idempotently instead of being lost.
 
+A witness (hasmb.probe.witness_agent) may ask the handle to move: `request_move()`
+from any thread. The next operation then reclaims the handle at the new address
+before it runs (a planned CLIENT_MOVE: the old path still works, the client
+leaves it first); with `abort=True` the connection to that address is closed at
+once, so a request hung on a failed node fails now and is replayed after the
+reclaim (RESOURCE_CHANGE "unavailable": no TCP timeout to wait for).
+
 smbprotocol is synchronous and thread based; callers on an event loop run
 `CaFile` methods in a worker thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -92,6 +101,26 @@ class Stall:
         return self.ended - self.started
 
 
+@dataclass(frozen=True)
+class MoveRequest:
+    """A witness notification this handle must act on."""
+
+    host: str  # where to reclaim (the same address for a reconnect in place)
+    reason: str
+    requested_at: float  # monotonic: when the notification arrived
+    event: int = 0  # the witness agent's event number, for the report
+
+
+@dataclass(frozen=True)
+class MoveDone:
+    request: MoveRequest
+    back_at: float  # monotonic: the handle was reclaimed at request.host
+
+    @property
+    def seconds(self) -> float:
+        return self.back_at - self.request.requested_at
+
+
 @dataclass
 class CaFile:
     target: CaTarget
@@ -112,8 +141,15 @@ class CaFile:
     # the current operation started, and when the interruption it is in began.
     busy_since: float | None = field(default=None, init=False)
     stalled_since: float | None = field(default=None, init=False)
+    # Witness-driven moves completed (notification -> handle reclaimed at the new address).
+    moves: list[MoveDone] = field(default_factory=list, init=False)
     _conn: Any = field(default=None, init=False, repr=False)
+    _conn_host: str | None = field(default=None, init=False, repr=False)
     _open: Any = field(default=None, init=False, repr=False)
+    # Guards the move hand-off between a witness thread and the I/O thread.
+    _move_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _pending_move: MoveRequest | None = field(default=None, init=False, repr=False)
+    _moving: list[MoveRequest] = field(default_factory=list, init=False, repr=False)
 
     # --- connection plumbing ---------------------------------------------
 
@@ -137,7 +173,9 @@ class CaFile:
         return conn, tree
 
     def _drop(self) -> None:
-        conn, self._conn, self._open = self._conn, None, None
+        with self._move_lock:
+            conn, self._conn, self._open = self._conn, None, None
+            self._conn_host = None
         if conn is not None:
             try:
                 conn.disconnect(close=False)
@@ -184,7 +222,7 @@ class CaFile:
                 persistent = bool(
                     response["flags"].get_value() & DurableHandleFlags.SMB2_DHANDLE_FLAG_PERSISTENT
                 )
-        self._conn, self._open = conn, handle
+        self._adopt(conn, handle)
         self.handle = HandleInfo(handle.file_id, create_guid, persistent, timeout_ms)
         return self.handle
 
@@ -201,6 +239,8 @@ class CaFile:
         last_error: BaseException | None = None
         while time.monotonic() - started < self.reclaim_deadline:
             attempts += 1
+            # a move notified while we retry redirects the next attempt
+            self._take_move()
             try:
                 conn, tree = self._connect()
             except Exception as exc:  # refused, reset, timed out: the partner is not there yet
@@ -225,12 +265,55 @@ class CaFile:
                 conn.disconnect(close=False)
                 time.sleep(min(0.05 * attempts, 0.25))
                 continue
-            self._conn, self._open = conn, handle
+            self._adopt(conn, handle)
             self.handle.file_id = handle.file_id
+            self._moved(time.monotonic())
             return attempts
         raise ReclaimFailed(
             f"could not reclaim {self.path} within {self.reclaim_deadline}s: {last_error!r}"
         )
+
+    def _adopt(self, conn: Any, handle: Any) -> None:
+        with self._move_lock:
+            self._conn, self._open, self._conn_host = conn, handle, self.target.host
+
+    # --- witness-driven moves (MS-SWN 3.2.5) -----------------------------------
+
+    @property
+    def connected_host(self) -> str | None:
+        """The address of the live connection (None between connections)."""
+        return self._conn_host
+
+    def request_move(self, request: MoveRequest, abort: bool = False) -> None:
+        """Ask the I/O thread to reclaim the handle at request.host before its next
+        operation; abort=True also closes a connection to request.host right now
+        (the address went unavailable: do not wait for the hung request to time out).
+        Safe from any thread; a newer request replaces one not yet taken."""
+        with self._move_lock:
+            self._pending_move = request
+            doomed = self._conn if abort and self._conn_host == request.host else None
+        if doomed is not None:
+            try:
+                # closes the socket: the I/O thread's receive fails at once
+                doomed.transport.close()
+            except Exception:
+                log.debug("abort of the connection to %s failed", request.host, exc_info=True)
+
+    def _take_move(self) -> MoveRequest | None:
+        """Adopt a pending move: retarget, and remember it until the handle is back."""
+        with self._move_lock:
+            move, self._pending_move = self._pending_move, None
+            if move is None:
+                return None
+            if move.host != self.target.host:
+                self.target = dataclasses.replace(self.target, host=move.host)
+            self._moving.append(move)
+            return move
+
+    def _moved(self, now: float) -> None:
+        with self._move_lock:
+            moving, self._moving = self._moving, []
+        self.moves.extend(MoveDone(m, now) for m in moving)
 
     def _with_reclaim(self, op: Callable[[Any], T], what: str) -> T:
         """Run op on the open; on a transport failure reclaim and replay it.
@@ -250,6 +333,16 @@ class CaFile:
         reason = ""
         while True:
             attempt_started = time.monotonic()
+            move = self._take_move()
+            if move is not None:
+                # Leave the old path before it fails (a planned move), or drop the
+                # connection whose address the witness reported unavailable. The
+                # caller waits meanwhile: that is a stall like any other.
+                log.info("%s: witness %s -> %s", self.path, move.reason, move.host)
+                if failed_at is None:
+                    failed_at = self.stalled_since = attempt_started
+                    reason = f"{what}: witness {move.reason}"
+                self._drop()
             try:
                 if self._open is None:
                     reason = reason or f"{what}: no connection"

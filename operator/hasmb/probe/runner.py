@@ -5,6 +5,10 @@ over the file's blocks, writing the next generation of each with
 write-through, and reads back a block now and then. The report lists every
 stall, every error surfaced to the caller (what an application would see),
 and every acknowledged write missing at the final verification.
+
+With `ProbeSettings.witness` on, a WitnessAgent registers with the SVM's
+witness and moves the handles when it is told to (see witness_agent.py); the
+report's "witness" part says what it received and did.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from hasmb.probe.ca_client import CaFile, CaTarget, Stall
 from hasmb.probe.pattern import BlockId, make_block, parse_block
+from hasmb.probe.witness_agent import WitnessAgent, WitnessSettings
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class ProbeSettings:
     request_timeout: float = 5.0
     connect_timeout: float | None = None  # None = request_timeout
     batch_oplock: bool = False  # only to get durable handles from non-CA servers
+    # off by default for library callers; the hasmb-probe CLI defaults to "auto"
+    witness: WitnessSettings = field(default_factory=WitnessSettings)
 
 
 @dataclass
@@ -55,6 +62,7 @@ class ProbeReport:
     workers: list[WorkerReport]
     started: float
     ended: float
+    witness: dict[str, Any] | None = None  # WitnessAgent.report(); None when off
 
     @property
     def errors(self) -> int:
@@ -76,6 +84,7 @@ class ProbeReport:
                 "stalls": self.stall_seconds,
                 "workers": [asdict(w) for w in self.workers],
                 "seconds": self.ended - self.started,
+                "witness": self.witness,
             },
             indent=2,
         )
@@ -193,11 +202,19 @@ class ProbeRun:
             for w in self.workers
         ]
         self.started = 0.0
+        self.witness = WitnessAgent(
+            settings.witness,
+            settings.target,
+            files=lambda: [w.file for w in self.workers],
+            ready=self.ready,
+            tag=f"-{first_index}" if first_index else "",
+        )
 
     def start(self) -> ProbeRun:
         self.started = time.time()
         for thread in self._threads:
             thread.start()
+        self.witness.start()
         return self
 
     def current_stall(self) -> float:
@@ -221,19 +238,13 @@ class ProbeRun:
         self.stop_event.set()
         for thread in self._threads:
             thread.join(timeout)
-        return ProbeReport([w.report for w in self.workers], self.started, time.time())
+        witness = self.witness.stop() if self.settings.witness.mode != "off" else None
+        return ProbeReport([w.report for w in self.workers], self.started, time.time(), witness)
 
 
 def run_probe(settings: ProbeSettings, stop: threading.Event | None = None) -> ProbeReport:
     """Run the workload for settings.duration seconds (or until stop is set)."""
     stop = stop or threading.Event()
-    workers = [Worker(settings, i, stop) for i in range(settings.files)]
-    threads = [threading.Thread(target=w.run, name=f"probe-{i}") for i, w in enumerate(workers)]
-    started = time.time()
-    for thread in threads:
-        thread.start()
+    run = ProbeRun(settings).start()
     stop.wait(settings.duration)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    return ProbeReport([w.report for w in workers], started, time.time())
+    return run.stop()
