@@ -17,6 +17,7 @@ no error and no lost write, and report the notification and what it did.
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -292,3 +293,67 @@ def test_probe_follows_client_move_to_the_partner(nodes: TwoNodes, order: str) -
         f"\n{order}: notify->handle back (s) {move['handles_back']}, "
         f"in-place reconnect {w['events'][0]['handles_back']}, stalls (s) {report.stall_seconds}"
     )
+
+
+def probe_settings(host: str, port: int, mode: str = "auto") -> ProbeSettings:
+    return ProbeSettings(
+        target=CaTarget(host, port, "ca", USER, PASSWORD),
+        blocks=8,
+        block_size=16 * 1024,
+        duration=1e9,
+        prefix="witness-loss",
+        reclaim_deadline=30,
+        witness=WitnessSettings(mode=mode, keepalive=2, retry_interval=0.2),
+    )
+
+
+@pytest.mark.parametrize("how", ["exit", "freeze"])
+def test_probe_registers_again_when_its_witness_dies(nodes: TwoNodes, how: str) -> None:
+    """exit: the witness connection closes; freeze (SIGSTOP, a node cut off): no
+    keep-alive answer within 2 x 2 s + 1 s."""
+    run = ProbeRun(probe_settings(nodes.a, nodes.port)).start()
+    try:
+        agent = run.witness
+        wait_until(lambda: agent.status.witness == nodes.b, "registration on B", 20)
+        wait_until(lambda: run.writes() > 20, "writes", 20)
+        if how == "exit":
+            nodes.witness_b.stop()
+        else:
+            nodes.witness_b.proc.send_signal(signal.SIGSTOP)
+        # no other node is left: the witness that listed the interfaces (A) takes it
+        wait_until(
+            lambda: agent.status.state == "registered" and agent.status.witness == nodes.a,
+            "registration on A",
+            20,
+        )
+        writes = run.writes()
+        wait_until(lambda: run.writes() > writes + 20, "writes after the witness loss", 20)
+    finally:
+        report = run.stop(timeout=60)
+        nodes.witness_b.proc.send_signal(signal.SIGCONT)
+    assert report.errors == 0 and report.lost == 0, [w.errors for w in report.workers]
+    assert report.witness is not None
+    assert report.witness["registrations"] == 2 and report.witness["failures"] >= 1
+    assert any(f"witness {nodes.b} lost" in e for e in report.witness["errors"]), report.witness
+    assert not any(s["reason"] for w in report.workers for s in w.stalls), "I/O was disturbed"
+
+
+def test_probe_without_a_witness_keeps_working_and_says_so(tmp_path: Path) -> None:
+    ip = free_loopback_address()
+    smbd = start_smbd(tmp_path / "nowitness", {"ca": ":ca"}, extra=["--listen", f"{ip}:0"])
+    try:
+        run = ProbeRun(probe_settings(ip, smbd.port, mode="on")).start()
+        try:
+            wait_until(lambda: run.witness.status.failures >= 2, "failed registrations", 20)
+            writes = run.writes()
+            wait_until(lambda: run.writes() > writes + 20, "writes without a witness", 20)
+            assert run.witness.status.state in ("unreachable", "registering")
+        finally:
+            report = run.stop(timeout=60)
+    finally:
+        smbd.stop()
+    assert report.errors == 0 and report.lost == 0, [w.errors for w in report.workers]
+    assert report.witness is not None
+    assert report.witness["registrations"] == 0 and report.witness["received"] == 0
+    assert "registration for" in report.witness["errors"][0]
+    assert all(w.persistent for w in report.workers)
