@@ -316,6 +316,7 @@ def test_probe_registers_again_when_its_witness_dies(nodes: TwoNodes, how: str) 
         agent = run.witness
         wait_until(lambda: agent.status.witness == nodes.b, "registration on B", 20)
         wait_until(lambda: run.writes() > 20, "writes", 20)
+        lost_at = time.monotonic()
         if how == "exit":
             nodes.witness_b.stop()
         else:
@@ -326,6 +327,7 @@ def test_probe_registers_again_when_its_witness_dies(nodes: TwoNodes, how: str) 
             "registration on A",
             20,
         )
+        print(f"\nwitness {how}: registered again in {time.monotonic() - lost_at:.2f} s")
         writes = run.writes()
         wait_until(lambda: run.writes() > writes + 20, "writes after the witness loss", 20)
     finally:

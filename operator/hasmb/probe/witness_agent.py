@@ -233,17 +233,20 @@ class WitnessAgent:
             self._set(
                 state="registered", witness=witness, registered_for=connected, version=version
             )
+            broken = False
             try:
                 await self._listen(client, witness, handle, version == "V2", connected)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the witness went away: register elsewhere
+                broken = True
                 self._error(f"witness {witness} lost: {exc!r}")
                 self._set(state="unreachable")
                 avoid.add(witness)
             finally:
-                with contextlib.suppress(Exception, asyncio.CancelledError):
-                    await asyncio.wait_for(client.unregister(handle), 1.0)
+                if not broken:  # a dead association would only make us wait
+                    with contextlib.suppress(Exception, asyncio.CancelledError):
+                        await asyncio.wait_for(client.unregister(handle), 1.0)
                 client.close()
 
     async def _connect(self, host: str) -> WitnessClient:
