@@ -80,7 +80,7 @@ class WitnessEvent:
 
 @dataclass
 class WitnessState:
-    state: str = "off"  # off | waiting | registering | registered | unreachable | stopped
+    state: str = "off"  # off | waiting | registering | registered | unreachable
     witness: str | None = None  # where the current registration lives
     registered_for: str | None = None  # the address it watches
     net_name: str | None = None
@@ -159,12 +159,9 @@ class WitnessAgent:
         self._task = asyncio.current_task()
         if self._stopping.is_set():
             return
-        try:
+        # the state stays what it was at the end (registered, unreachable, off)
+        with contextlib.suppress(asyncio.CancelledError):
             await self._run()
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._set(state="stopped")
 
     # --- bookkeeping -----------------------------------------------------------------
 
