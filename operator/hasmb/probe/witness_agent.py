@@ -54,6 +54,9 @@ MAX_ERRORS_KEPT = 20
 class WitnessSettings:
     mode: str = "off"  # off | auto (only when the handles are persistent) | on
     port: int | None = None  # the witness port on every address; None: ask the endpoint mapper
+    # (address, port) pairs overriding `port` where witnesses listen on different
+    # ports (several test servers on one host, port translation)
+    ports: tuple[tuple[str, int], ...] = ()
     epm_port: int = 135
     net_name: str = ""  # "" = the group name GetInterfaceList gives the address in use
     client_name: str = ""  # "" = hasmb-probe-<hostname>-<pid>
@@ -253,7 +256,7 @@ class WitnessAgent:
                 host,
                 user=self.target.user,
                 password=self.target.password,
-                port=s.port,
+                port=dict(s.ports).get(host, s.port),
                 epm_port=s.epm_port,
                 level=s.auth_level,
             ),
