@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -199,6 +200,24 @@ def nodes(tmp_path: Path) -> Iterator[TwoNodes]:
                 p.proc.wait(10)
 
 
+def probe_settings(
+    host: str, port: int, mode: str = "auto", files: int = 1, **witness: Any
+) -> ProbeSettings:
+    """A probe writing 16 KiB blocks for as long as the test runs, witness `mode`
+    with the WitnessSettings fields given (keep-alive 2 s, retry 0.2 s unless said)."""
+    witness = {"keepalive": 2, "retry_interval": 0.2, **witness}
+    return ProbeSettings(
+        target=CaTarget(host, port, "ca", USER, PASSWORD),
+        files=files,
+        blocks=16,
+        block_size=16 * 1024,
+        duration=1e9,
+        prefix=f"witness-{files}",
+        reclaim_deadline=40,
+        witness=WitnessSettings(mode=mode, **witness),
+    )
+
+
 def moves(run: ProbeRun) -> int:
     return sum(len(w.file.moves) for w in run.workers)
 
@@ -211,17 +230,7 @@ def test_probe_follows_client_move_to_the_partner(nodes: TwoNodes, order: str) -
     at B. takeover-first: the notification arrives once A has stepped down (the old
     path is gone; nothing serves A's address any more, so without the witness the
     probe would retry A until its reclaim deadline)."""
-    settings = ProbeSettings(
-        target=CaTarget(nodes.a, nodes.port, "ca", USER, PASSWORD),
-        files=2,
-        blocks=16,
-        block_size=16 * 1024,
-        duration=1e9,
-        prefix="witness",
-        reclaim_deadline=30,
-        witness=WitnessSettings(mode="auto", keepalive=5),
-    )
-    run = ProbeRun(settings).start()
+    run = ProbeRun(probe_settings(nodes.a, nodes.port, files=2, keepalive=5)).start()
     try:
         agent = run.witness
         wait_until(lambda: agent.status.state == "registered", "the witness registration", 20)
@@ -292,18 +301,6 @@ def test_probe_follows_client_move_to_the_partner(nodes: TwoNodes, order: str) -
     print(
         f"\n{order}: notify->handle back (s) {move['handles_back']}, "
         f"in-place reconnect {w['events'][0]['handles_back']}, stalls (s) {report.stall_seconds}"
-    )
-
-
-def probe_settings(host: str, port: int, mode: str = "auto") -> ProbeSettings:
-    return ProbeSettings(
-        target=CaTarget(host, port, "ca", USER, PASSWORD),
-        blocks=8,
-        block_size=16 * 1024,
-        duration=1e9,
-        prefix="witness-loss",
-        reclaim_deadline=30,
-        witness=WitnessSettings(mode=mode, keepalive=2, retry_interval=0.2),
     )
 
 

@@ -12,35 +12,22 @@ from __future__ import annotations
 
 import time
 
-from hasmb.probe.ca_client import CaTarget
-from hasmb.probe.runner import ProbeRun, ProbeSettings
-from hasmb.probe.witness_agent import WitnessSettings
+from hasmb.probe.runner import ProbeRun
 from tests.cluster.test_smbd_pod_runtime import (  # noqa: F401 -- `pair` is a fixture
-    PASSWORD,
-    USER,
     PodPair,
     pair,
     start_pair,
     wait_for,
 )
+from tests.protocol.test_probe_witness import probe_settings
 
 
 def test_probe_follows_the_runtimes_client_move(pair: PodPair) -> None:  # noqa: F811
     a, b = start_pair(pair)
     ip_a, ip_b = pair.ips["node-a"], pair.ips["node-b"]
-    settings = ProbeSettings(
-        target=CaTarget(ip_a, pair.port, "ca", USER, PASSWORD),
-        files=2,
-        blocks=16,
-        block_size=16 * 1024,
-        duration=1e9,
-        prefix="podrt-witness",
-        reclaim_deadline=40,
-        # in a pod the witness is on 5050 behind the mapper on 135; here each has a port
-        witness=WitnessSettings(
-            mode="auto", ports=((ip_a, a.witness_port), (ip_b, b.witness_port)), keepalive=5
-        ),
-    )
+    # in a pod the witness is on 5050 behind the mapper on 135; here each has a port
+    ports = ((ip_a, a.witness_port), (ip_b, b.witness_port))
+    settings = probe_settings(ip_a, pair.port, files=2, ports=ports, keepalive=5)
     run = ProbeRun(settings).start()
     try:
         agent = run.witness
