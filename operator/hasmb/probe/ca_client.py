@@ -277,7 +277,7 @@ class CaFile:
         with self._move_lock:
             self._conn, self._open, self._conn_host = conn, handle, self.target.host
 
-    # --- witness-driven moves (MS-SWN 3.2.5) -----------------------------------
+    # --- witness-driven moves (MS-SWN 3.2, the client) ---------------------------
 
     @property
     def connected_host(self) -> str | None:

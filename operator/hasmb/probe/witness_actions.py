@@ -3,11 +3,11 @@
 Pure decisions, no I/O (hasmb.probe.witness_agent does the RPC and hands the
 resulting action to every open handle):
 
-- CLIENT_MOVE / SHARE_MOVE (MS-SWN 3.2.5.1.2): reclaim the handle at one of
-  the online destinations, before the old path fails. The address in use is
+- CLIENT_MOVE / SHARE_MOVE (an IPADDR_INFO_LIST, MS-SWN 2.2.2.3): reclaim the
+  handle at one of the online destinations, before the old path fails. The address in use is
   kept when it is among them (a LIF that moved node stays the same address; a
   new TCP connection reaches the new node), else the first destination.
-- RESOURCE_CHANGE "unavailable" (3.2.5.1.1) naming the address in use (or the
+- RESOURCE_CHANGE "unavailable" (2.2.2.1) naming the address in use (or the
   net name): drop the connection at once and reclaim at the same address
   (the LIF fails over to the partner; waiting for a TCP timeout is the stall
   the witness exists to avoid). "available" changes need nothing.
