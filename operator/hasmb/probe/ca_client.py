@@ -101,6 +101,13 @@ class Stall:
         return self.ended - self.started
 
 
+def _abort(conn: Any, host: str) -> None:
+    try:
+        conn.transport.close()
+    except Exception:
+        log.debug("abort of the connection to %s failed", host, exc_info=True)
+
+
 @dataclass(frozen=True)
 class MoveRequest:
     """A witness notification this handle must act on."""
@@ -293,11 +300,12 @@ class CaFile:
             self._pending_move = request
             doomed = self._conn if abort and self._conn_host == request.host else None
         if doomed is not None:
-            try:
-                # closes the socket: the I/O thread's receive fails at once
-                doomed.transport.close()
-            except Exception:
-                log.debug("abort of the connection to %s failed", request.host, exc_info=True)
+            # Closing the socket makes the I/O thread's receive fail at once. In a
+            # thread of its own: smbprotocol's close waits for a send in progress,
+            # which a hung peer can hold up, and the caller must not wait for that.
+            threading.Thread(
+                target=_abort, args=(doomed, request.host), name="probe-abort", daemon=True
+            ).start()
 
     def _take_move(self) -> MoveRequest | None:
         """Adopt a pending move: retarget, and remember it until the handle is back."""
