@@ -356,3 +356,50 @@ def test_probe_without_a_witness_keeps_working_and_says_so(tmp_path: Path) -> No
     assert report.witness["registrations"] == 0 and report.witness["received"] == 0
     assert "registration for" in report.witness["errors"][0]
     assert all(w.persistent for w in report.workers)
+
+
+def test_the_witness_cuts_short_a_request_hung_on_a_frozen_owner(nodes: TwoNodes) -> None:
+    """Node A hangs (SIGSTOP: its kernel still completes TCP handshakes, nothing
+    answers). Without a witness the probe's write would wait its request timeout
+    (5 s) and each reconnection to A would hang as long. B takes over (as the
+    operator decides), B's witness reports A unavailable and, since nothing will
+    serve A's address here (in a cluster the LIF moves), where to go: the probe
+    drops the hung request and the hung reconnection at once and reclaims at B."""
+    settings = probe_settings(nodes.a, nodes.port, files=2, keepalive=5)
+    run = ProbeRun(settings).start()
+    try:
+        agent = run.witness
+        wait_until(lambda: agent.status.witness == nodes.b, "registration on B", 20)
+        wait_until(lambda: run.writes() > 50, "writes through A", 20)
+        wait_until(
+            lambda: admin(nodes.admin_port, "/status")["mirroredOpens"] == 2, "mirrored handles", 20
+        )
+        nodes.owner.proc.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        wait_until(lambda: run.current_stall() > 0.5, "the probe's I/O to hang", 10)
+        admin(nodes.admin_port, "/takeover", "POST")
+        wait_until(lambda: admin(nodes.admin_port, "/status")["role"] == "owner", "takeover", 20)
+        assert nodes.witness_b.command(f"interface_state {nodes.a} down") == "delivered 1"
+        assert nodes.witness_b.command(f"client_move {nodes.b}") == "delivered 1"
+        notified = time.monotonic()
+        wait_until(
+            lambda: all(w.file.connected_host == nodes.b for w in run.workers),
+            "both handles at B",
+            20,
+        )
+        back = time.monotonic()
+        writes = run.writes()
+        wait_until(lambda: run.writes() > writes + 50, "writes through B", 20)
+    finally:
+        report = run.stop(timeout=60)
+        nodes.owner.proc.send_signal(signal.SIGCONT)
+    assert report.errors == 0 and report.lost == 0, [w.errors for w in report.workers]
+    worst = max(report.stall_seconds)
+    # the hung write gave up long before its own timeout would have fired
+    assert worst < settings.request_timeout, report.stall_seconds
+    assert back - notified < 2.0, back - notified
+    print(
+        f"\nfrozen owner: hung {notified - frozen:.2f} s until the notifications, handles at B "
+        f"{back - notified:.3f} s after them; worst stall {worst:.2f} s "
+        f"(request timeout {settings.request_timeout:.0f} s)"
+    )

@@ -151,10 +151,22 @@ def test_a_newer_request_replaces_one_not_yet_taken() -> None:
     assert taken is not None and taken.event == 2 and f.target.host == C
 
 
-def test_abort_closes_only_a_connection_to_the_address_named() -> None:
+def test_a_dead_address_closes_only_a_connection_to_it() -> None:
     f, conn = connected_file(A)
-    f.request_move(MoveRequest(B, "elsewhere", 1.0), abort=True)
+    f.request_move(MoveRequest(B, "elsewhere", 1.0), dead_host=B)
     assert not conn.transport.closed.is_set()
-    f.request_move(MoveRequest(A, "RESOURCE_CHANGE", 1.0), abort=True)
+    f.request_move(MoveRequest(A, "RESOURCE_CHANGE", 1.0), dead_host=A)
     assert conn.transport.closed.wait(5)
     assert f.connected_host == A  # the I/O thread notices and drops it itself
+
+
+def test_a_reconnection_attempt_to_the_wrong_place_is_cut_short() -> None:
+    f = CaFile(CaTarget(A, 445, "ca", "u", "p"), "x.bin")
+    attempt = FakeConn()
+    f._attempt, f._attempt_host = attempt, A  # a reclaim hanging in NEGOTIATE at A
+    f.request_move(MoveRequest(A, "CLIENT_MOVE", 1.0))  # stay at A: let it run
+    assert not attempt.transport.closed.is_set()
+    f.request_move(MoveRequest(B, "CLIENT_MOVE", 1.0))  # go to B: A is the wrong place
+    assert attempt.transport.closed.wait(5)
+    f._adopt(FakeConn(), object())
+    assert f._attempt is None and f.connected_host == A  # target not taken yet

@@ -10,9 +10,11 @@ idempotently instead of being lost.
 A witness (hasmb.probe.witness_agent) may ask the handle to move: `request_move()`
 from any thread. The next operation then reclaims the handle at the new address
 before it runs (a planned CLIENT_MOVE: the old path still works, the client
-leaves it first); with `abort=True` the connection to that address is closed at
+leaves it first). With `dead_host` the connection to that address is closed at
 once, so a request hung on a failed node fails now and is replayed after the
-reclaim (RESOURCE_CHANGE "unavailable": no TCP timeout to wait for).
+reclaim (RESOURCE_CHANGE "unavailable": no TCP timeout to wait for); a
+reconnection attempt hung on that address, or on any address but the new
+destination, is cut short the same way.
 
 smbprotocol is synchronous and thread based; callers on an event loop run
 `CaFile` methods in a worker thread.
@@ -153,6 +155,9 @@ class CaFile:
     _conn: Any = field(default=None, init=False, repr=False)
     _conn_host: str | None = field(default=None, init=False, repr=False)
     _open: Any = field(default=None, init=False, repr=False)
+    # The connection being set up by a reclaim (not yet adopted), and its address.
+    _attempt: Any = field(default=None, init=False, repr=False)
+    _attempt_host: str | None = field(default=None, init=False, repr=False)
     # Guards the move hand-off between a witness thread and the I/O thread.
     _move_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _pending_move: MoveRequest | None = field(default=None, init=False, repr=False)
@@ -162,6 +167,8 @@ class CaFile:
 
     def _connect(self) -> tuple[Any, Any]:
         conn = Connection(self.client_guid, self.target.host, self.target.port)
+        with self._move_lock:
+            self._attempt, self._attempt_host = conn, self.target.host
         # smbprotocol does not offer PERSISTENT_HANDLES by default; a CA server only
         # grants persistence to clients that do (MS-SMB2 3.3.5.4).
         conn.client_capabilities |= Capabilities.SMB2_GLOBAL_CAP_PERSISTENT_HANDLES
@@ -182,7 +189,7 @@ class CaFile:
     def _drop(self) -> None:
         with self._move_lock:
             conn, self._conn, self._open = self._conn, None, None
-            self._conn_host = None
+            self._conn_host = self._attempt = self._attempt_host = None
         if conn is not None:
             try:
                 conn.disconnect(close=False)
@@ -283,6 +290,7 @@ class CaFile:
     def _adopt(self, conn: Any, handle: Any) -> None:
         with self._move_lock:
             self._conn, self._open, self._conn_host = conn, handle, self.target.host
+            self._attempt = self._attempt_host = None
 
     # --- witness-driven moves (MS-SWN 3.2, the client) ---------------------------
 
@@ -291,20 +299,27 @@ class CaFile:
         """The address of the live connection (None between connections)."""
         return self._conn_host
 
-    def request_move(self, request: MoveRequest, abort: bool = False) -> None:
+    def request_move(self, request: MoveRequest, dead_host: str | None = None) -> None:
         """Ask the I/O thread to reclaim the handle at request.host before its next
-        operation; abort=True also closes a connection to request.host right now
-        (the address went unavailable: do not wait for the hung request to time out).
-        Safe from any thread; a newer request replaces one not yet taken."""
+        operation. `dead_host`: that address went unavailable, close a connection to
+        it right now instead of waiting for the hung request to time out. A
+        reconnection attempt in progress to dead_host, or to anywhere but
+        request.host, is closed too. Safe from any thread; a newer request replaces
+        one not yet taken."""
         with self._move_lock:
             self._pending_move = request
-            doomed = self._conn if abort and self._conn_host == request.host else None
-        if doomed is not None:
+            doomed: list[Any] = []
+            if dead_host is not None and self._conn_host == dead_host:
+                doomed.append(self._conn)
+            attempt = self._attempt_host
+            if self._attempt is not None and (attempt == dead_host or attempt != request.host):
+                doomed.append(self._attempt)
+        for conn in doomed:
             # Closing the socket makes the I/O thread's receive fail at once. In a
             # thread of its own: smbprotocol's close waits for a send in progress,
             # which a hung peer can hold up, and the caller must not wait for that.
             threading.Thread(
-                target=_abort, args=(doomed, request.host), name="probe-abort", daemon=True
+                target=_abort, args=(conn, request.host), name="probe-abort", daemon=True
             ).start()
 
     def _take_move(self) -> MoveRequest | None:

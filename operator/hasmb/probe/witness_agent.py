@@ -383,7 +383,7 @@ class WitnessAgent:
                 continue
             request = MoveRequest(action.host, action.reason, now, event.number)
             for f in self._files():
-                f.request_move(request, abort=action.abort)
+                f.request_move(request, dead_host=connected if action.abort else None)
             with self._lock:
                 event.action = (
                     f"reconnect to {action.host}"
