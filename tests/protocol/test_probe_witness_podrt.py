@@ -19,7 +19,7 @@ from tests.cluster.test_smbd_pod_runtime import (  # noqa: F401 -- `pair` is a f
     start_pair,
     wait_for,
 )
-from tests.protocol.test_probe_witness import probe_settings
+from tests.protocol.test_probe_witness import assert_clean, probe_settings
 
 
 def test_probe_follows_the_runtimes_client_move(pair: PodPair) -> None:  # noqa: F811
@@ -50,10 +50,7 @@ def test_probe_follows_the_runtimes_client_move(pair: PodPair) -> None:  # noqa:
         wait_for(lambda: agent.status.registered_for == ip_b, 20, "the registration for node-b")
     finally:
         report = run.stop(timeout=60)
-    assert report.errors == 0, [w.errors for w in report.workers]
-    assert report.lost == 0, [w.lost for w in report.workers]
-    assert report.witness is not None
-    w = report.witness
+    w = assert_clean(report)
     moves = [e for e in w["events"] if e["type"] == "CLIENT_MOVE"]
     assert moves and moves[0]["action"] == f"move to {ip_b}", w["events"]
     assert moves[0]["detail"] == [ip_b]
