@@ -142,3 +142,50 @@ async def test_a_hung_lock_holder_makes_writers_fail_not_hang(tmp_path: Path) ->
     finally:
         os.close(fd)
         await store.close()
+
+
+async def test_the_log_is_zero_filled_ahead_and_readers_stop_at_the_data(tmp_path: Path) -> None:
+    store = FileHandleStore(tmp_path)
+    await store.take_ownership("a")
+    for pid in range(1, 4):
+        await store.put(rec(pid))
+    await store.delete(2)
+    data = (tmp_path / LOG_FILE).read_bytes()
+    end = data.rindex(b"\n") + 1
+    # commits overwrite blocks that already exist instead of growing the file
+    assert len(data) >= 64 * 1024 and end < len(data) and not data[end:].strip(b"\0")
+    other = FileHandleStore(tmp_path)
+    assert sorted(r.persistent_id for r in await other.load_all()) == [1, 3]
+    await store.close()
+    # the next owner compacts and writes after the data, not after the fill
+    new = FileHandleStore(tmp_path)
+    await new.take_ownership("b")
+    await new.put(rec(4))
+    await new.close()
+    assert sorted(r.persistent_id for r in await other.load_all()) == [1, 3, 4]
+
+
+async def test_a_follower_reads_a_line_longer_than_its_read_chunk(tmp_path: Path) -> None:
+    owner = FileHandleStore(tmp_path)
+    await owner.take_ownership("a")
+    follower = FileHandleStore(tmp_path, poll_interval=0.01)
+    mirror = StoreMirror()
+
+    async def run() -> None:
+        async for change in follower.follow():
+            mirror.apply(change)
+
+    task = asyncio.create_task(run())
+    try:
+        await wait_for(lambda: mirror.synced, "first reset")
+        big = rec(1)
+        big.extra = {"pad": "x" * 300_000}
+        await owner.put(big)
+        await owner.put(rec(2))
+        await wait_for(lambda: set(mirror.records) == {1, 2}, "mirror converges")
+        assert mirror.records[1].extra["pad"] == "x" * 300_000
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await owner.close()

@@ -7,10 +7,15 @@ Layout of DIR:
   epoch and appends, and while it raises the epoch, so a write under a stale
   epoch can never land after a takeover returned.
 - `snapshot`: the full state at the last compaction (atomic replace).
-- `log`: appended batches since the snapshot, one line per op:
-  `<crc32 hex> <json>\\n`. A batch is one write() and one fdatasync: that is
-  the group commit. A torn tail (crash mid-append) fails its CRC or lacks its
-  newline and is ignored; taking ownership compacts, which also cuts it off.
+- `log`: batches since the snapshot, one line per op:
+  `<crc32 hex> <json>\\n`, followed by zero bytes up to the file's size. A
+  batch is one write() and one fdatasync: that is the group commit. The
+  writer keeps the file zero-filled ahead of its data (in chunks), so a
+  commit overwrites blocks that already exist and fdatasync flushes only the
+  data, not the file's size through the journal (about a third cheaper on
+  ext4). A torn tail (crash mid-write) fails its CRC or lacks its newline
+  and is ignored, as is the zero fill (no newline); taking ownership
+  compacts, which also cuts them off.
 
 Replaying the log over a snapshot that already contains it is harmless (each
 op sets the final state of one id), so compaction can write the snapshot first
@@ -29,10 +34,11 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hasmb.handles.errors import StaleEpochError, StoreClosedError, StoreError
 from hasmb.handles.group_commit import WriteOp
@@ -43,6 +49,10 @@ EPOCH_FILE = "epoch"
 LOCK_FILE = "lock"
 SNAPSHOT_FILE = "snapshot"
 LOG_FILE = "log"
+_T = TypeVar("_T")
+# Zero fill of the log ahead of its data, at most (see the module docstring).
+_FILL_CHUNK = 1 << 20
+_POLL_CHUNK = 64 << 10
 
 
 def encode_log_line(entry: dict[str, Any]) -> bytes:
@@ -120,14 +130,33 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _read_epoch(dir_: Path) -> EpochInfo:
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+
+
+def _read_epoch(dir_: Path | str) -> EpochInfo:
+    # Read with plain os calls: this runs under the lock before every commit,
+    # and pathlib + a file object cost several times the syscalls themselves.
+    path = os.path.join(dir_, EPOCH_FILE)
     try:
-        d = json.loads((dir_ / EPOCH_FILE).read_bytes())
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         return EpochInfo(0, "")
-    except ValueError as exc:
-        raise StoreError(f"{dir_ / EPOCH_FILE}: corrupt epoch file: {exc}") from exc
-    return EpochInfo(int(d["epoch"]), str(d.get("owner", "")))
+    try:
+        data = b""
+        while chunk := os.read(fd, 4096):
+            data += chunk
+    finally:
+        os.close(fd)
+    try:
+        d = json.loads(data)
+        return EpochInfo(int(d["epoch"]), str(d.get("owner", "")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{path}: corrupt epoch file: {exc!r}") from exc
 
 
 def _ino(path: Path) -> int:
@@ -199,8 +228,14 @@ class FileHandleStore(HandleStore):
         self._closed = False
         self._lock_fd: int | None = None
         self._log_fd: int | None = None
-        self._log_size = 0
+        # end of the log's data (where the next batch goes) and of its zero fill
+        self._log_end = 0
+        self._log_filled = 0
+        self._fill_chunk = max(4096, min(_FILL_CHUNK, compact_bytes // 4) // 4096 * 4096)
         self._snapshot_size = 0
+        # One thread of our own for commits: they never queue behind the
+        # server's file I/O in the default executor, and the thread stays warm.
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="hasmb-file-store")
 
     # -- locking -----------------------------------------------------------
 
@@ -240,16 +275,37 @@ class FileHandleStore(HandleStore):
         if self._log_fd is None:
             path = self.directory / LOG_FILE
             existed = path.exists()
-            self._log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             if not existed:
                 _fsync_dir(self.directory)
-            self._log_size = os.fstat(self._log_fd).st_size
+            # Writes go after the last intact line (a torn tail or the zero fill
+            # is overwritten); taking ownership has compacted, so this is 0 then.
+            size = os.fstat(fd).st_size
+            _, self._log_end = parse_log(os.pread(fd, size, 0) if size else b"")
+            self._log_filled = size
+            self._log_fd = fd
         return self._log_fd
+
+    def _append(self, fd: int, data: bytes) -> None:
+        """Write `data` at the end of the log's data (not yet durable)."""
+        end = self._log_end + len(data)
+        if end > self._log_filled:
+            # Zero-fill ahead; this commit's fdatasync makes the new size durable.
+            new = (end + self._fill_chunk - 1) // self._fill_chunk * self._fill_chunk
+            _pwrite_all(fd, bytes(new - self._log_filled), self._log_filled)
+            self._log_filled = new
+        _pwrite_all(fd, data, self._log_end)
+        self._log_end = end
 
     # -- epoch ---------------------------------------------------------------
 
+    async def _in_thread(self, fn: Callable[..., _T], *args: Any) -> _T:
+        if self._closed:
+            raise StoreClosedError(f"{self.directory}: store is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
     async def _raise_epoch(self, owner: str, requested: int | None) -> int:
-        return await asyncio.to_thread(self._raise_epoch_sync, owner, requested)
+        return await self._in_thread(self._raise_epoch_sync, owner, requested)
 
     def _raise_epoch_sync(self, owner: str, requested: int | None) -> int:
         with self._locked():
@@ -270,7 +326,7 @@ class FileHandleStore(HandleStore):
     # -- writes --------------------------------------------------------------
 
     async def _commit(self, ops: list[WriteOp], epoch: int) -> None:
-        await asyncio.to_thread(self._commit_sync, ops, epoch)
+        await self._in_thread(self._commit_sync, ops, epoch)
 
     def _commit_sync(self, ops: list[WriteOp], epoch: int) -> None:
         lines = []
@@ -286,11 +342,10 @@ class FileHandleStore(HandleStore):
             if cur.epoch != epoch:
                 raise StaleEpochError(epoch, cur.epoch)
             fd = self._open_log()
-            _write_all(fd, data)
+            self._append(fd, data)
             os.fdatasync(fd)
             self.stats.round_trips += 1
-            self._log_size += len(data)
-            if self._log_size > max(self.compact_bytes, 2 * self._snapshot_size):
+            if self._log_end > max(self.compact_bytes, 2 * self._snapshot_size):
                 self._compact_locked(epoch)
 
     def _compact_locked(self, epoch: int) -> None:
@@ -304,7 +359,7 @@ class FileHandleStore(HandleStore):
         fd = self._open_log()
         os.ftruncate(fd, 0)
         os.fsync(fd)
-        self._log_size = 0
+        self._log_end = self._log_filled = 0
 
     # -- reads ---------------------------------------------------------------
 
@@ -352,22 +407,33 @@ class FileHandleStore(HandleStore):
         dir_ = self.directory
         if _ino(dir_ / SNAPSHOT_FILE) != snap.snapshot_ino:
             return None
+        entries: list[dict[str, Any]] = []
+        offset = snap.log_offset
         try:
             with open(dir_ / LOG_FILE, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
-                if size < snap.log_offset:
+                if size < offset:
                     return None
-                if size == snap.log_offset:
-                    return []
-                f.seek(snap.log_offset)
-                data = f.read(size - snap.log_offset)
+                # Only the new lines, not the zero fill after them: read a chunk,
+                # take its complete lines, go on while chunks come back full of them.
+                chunk = _POLL_CHUNK
+                while offset < size:
+                    data = os.pread(f.fileno(), chunk, offset)
+                    got, consumed = parse_log(data)
+                    entries += got
+                    offset += consumed
+                    if consumed == 0:
+                        if len(data) < chunk or b"\n" in data or not data.strip(b"\0"):
+                            break
+                        chunk *= 2  # one line longer than the chunk
+                    elif len(data) < chunk:
+                        break
         except FileNotFoundError:
             return [] if snap.log_offset == 0 else None
         if _ino(dir_ / SNAPSHOT_FILE) != snap.snapshot_ino:
             return None
-        entries, consumed = parse_log(data)
         changes = [apply_entry(snap.records, e) for e in entries]
-        snap.log_offset += consumed
+        snap.log_offset = offset
         return changes
 
     async def _close(self) -> None:
@@ -377,3 +443,4 @@ class FileHandleStore(HandleStore):
                 if fd is not None:
                     os.close(fd)
             self._log_fd = self._lock_fd = None
+        self._executor.shutdown(wait=False)
