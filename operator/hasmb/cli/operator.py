@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             clusterwide=bool(args.all_namespaces),
             namespaces=args.namespace,
             liveness_endpoint=args.liveness,
-            memo=kopf.Memo(workers=args.workers, metrics_listen=args.metrics),
+            memo=kopf.Memo(
+                workers=args.workers,
+                metrics_listen=args.metrics,
+                namespaces=[] if args.all_namespaces else args.namespace,
+            ),
             stop_flag=stop,
         )
 

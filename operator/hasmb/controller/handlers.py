@@ -40,9 +40,14 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     settings.batching.batch_window = 0.02
     settings.watching.server_timeout = 300
     kube = await KubeClient.connect()
-    runtime = Runtime(kube=kube, workers=int(memo.get("workers", 8)))
+    runtime = Runtime(
+        kube=kube,
+        workers=int(memo.get("workers", 8)),
+        namespaces=tuple(memo.get("namespaces") or ()),
+    )
     if memo.get("metrics_listen"):
         runtime.metrics.serve(str(memo["metrics_listen"]))
+    await runtime.prime()
     memo["runtime"] = runtime
     runtime.start({"svm": reconcile_svm, "pair": reconcile_pair})
 

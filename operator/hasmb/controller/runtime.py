@@ -10,11 +10,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hasmb.controller.metrics import Metrics
+from hasmb.controller.render import LABEL_SVM
 from hasmb.controller.store import Store
 from hasmb.controller.workqueue import WorkQueue
-from hasmb.kube.client import ApiError, KubeClient
+from hasmb.kube.client import (
+    CONFIGMAPS,
+    HAPAIRS,
+    LEASES,
+    LIFS,
+    NODES,
+    PODS,
+    SERVICES,
+    SHARES,
+    SVMS,
+    ApiError,
+    KubeClient,
+    Resource,
+)
 
 log = logging.getLogger("hasmb.operator")
+
+# What the handlers watch, as the Store names it, with the label selector of the watch.
+WATCHED: tuple[tuple[str, Resource, str | None], ...] = (
+    ("HAPair", HAPAIRS, None),
+    ("SVM", SVMS, None),
+    ("Share", SHARES, None),
+    ("LIF", LIFS, None),
+    ("Pod", PODS, LABEL_SVM),
+    ("Service", SERVICES, LABEL_SVM),
+    ("ConfigMap", CONFIGMAPS, LABEL_SVM),
+    ("Lease", LEASES, LABEL_SVM),
+    ("Node", NODES, None),
+)
 
 # ("svm" | "pair", namespace, name)
 WorkKey = tuple[str, str, str]
@@ -28,6 +55,7 @@ class Runtime:
     queue: WorkQueue = field(default_factory=WorkQueue)
     workers: int = 4
     resync_seconds: float = 30.0
+    first_resync_seconds: float = 3.0
     clock: Callable[[], float] = time.time
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     # Per SVM: when its current failover was first observed (for takeover durations).
@@ -37,6 +65,8 @@ class Runtime:
     smbd_accounts: set[str] = field(default_factory=set)
     event_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     event_tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Served namespaces; empty: cluster-wide.
+    namespaces: tuple[str, ...] = ()
 
     def post_event(self, body: dict[str, Any], reason: str, message: str, warning: bool) -> None:
         """Post an Event without holding up the reconcile (bounded concurrency)."""
@@ -57,6 +87,31 @@ class Runtime:
 
     def enqueue_pair(self, namespace: str, name: str) -> None:
         self.queue.add(("pair", namespace, name))
+
+    async def prime(self, low: bool = False) -> None:
+        """LIST everything the handlers watch into the Store, then queue every SVM and pair.
+
+        kopf delivers each resource's watch stream on its own, so without this the
+        first reconcile after a restart could see the SVM but not yet its pods, nodes
+        or Lease, and act on that (e.g. re-create a pod lost while the operator was
+        down instead of failing over). The resync repeats it to repair missed events.
+        """
+        scopes: tuple[str | None, ...] = self.namespaces or (None,)
+        for kind, res, selector in WATCHED:
+            if not res.namespaced:
+                items, version = await self.kube.list_versioned(res, None, selector)
+                self.store.sync(kind, items, version, None)
+                continue
+            for ns in scopes:
+                items, version = await self.kube.list_versioned(res, ns, selector)
+                self.store.sync(kind, items, version, {ns} if ns else None)
+        self._enqueue_all(low)
+
+    def _enqueue_all(self, low: bool) -> None:
+        for kind, label in (("SVM", "svm"), ("HAPair", "pair")):
+            for body in self.store.all(kind):
+                md = body.get("metadata") or {}
+                self.queue.add((label, md.get("namespace", ""), md.get("name", "")), low=low)
 
     def start(self, handlers: dict[str, Reconcile]) -> None:
         for i in range(self.workers):
@@ -98,13 +153,21 @@ class Runtime:
                 self.queue.done(key)
 
     async def _resync(self) -> None:
-        """Level-triggered safety net: everything is re-evaluated periodically."""
+        """Level-triggered safety net: everything is re-evaluated periodically.
+
+        The first pass comes soon after start: kopf starts its watches after the
+        startup LIST (`prime`), so an object deleted in between stays in the Store
+        until a later LIST forgets it.
+        """
+        delay = min(self.first_resync_seconds, self.resync_seconds)
         while True:
-            await asyncio.sleep(self.resync_seconds)
-            for kind, label in (("SVM", "svm"), ("HAPair", "pair")):
-                for body in self.store.all(kind):
-                    md = body.get("metadata") or {}
-                    self.queue.add((label, md.get("namespace", ""), md.get("name", "")), low=True)
+            await asyncio.sleep(delay)
+            delay = self.resync_seconds
+            try:
+                await self.prime(low=True)
+            except ApiError as exc:
+                log.warning("resync LIST failed: %s; re-evaluating the cached view", exc)
+                self._enqueue_all(low=True)
 
 
 def _split(key: Hashable) -> WorkKey:

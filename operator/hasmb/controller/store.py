@@ -105,6 +105,26 @@ class Store:
                 if not names:
                     del self.by_svm[(kind, ns, svm)]
 
+    def sync(
+        self, kind: str, bodies: list[Body], list_version: int, namespaces: set[str] | None
+    ) -> None:
+        """Bring `kind` in line with a LIST taken at `list_version`.
+
+        Adds what the list holds and forgets what it lacks, unless the stored copy is
+        newer than the list (a watch event that came after it). This repairs a view
+        that missed an event, e.g. an object deleted while the operator was down,
+        between its LIST and kopf's watch.
+        """
+        listed = set()
+        for body in bodies:
+            self.put(kind, body)
+            listed.add(key_of(body))
+        for key, body in list(self.objects[kind].items()):
+            if namespaces is not None and key[0] not in namespaces and key[0]:
+                continue
+            if key not in listed and resource_version(body) <= list_version:
+                self.remove(kind, body)
+
     def get(self, kind: str, namespace: str, name: str) -> Body | None:
         return self.objects[kind].get((namespace, name))
 

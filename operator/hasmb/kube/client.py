@@ -19,6 +19,9 @@ from kubernetes_asyncio import config as k8s_config
 
 MERGE_PATCH = "application/merge-patch+json"
 
+# Items of a LIST (named here: inside KubeClient, `list` is the method).
+Items = list[dict[str, Any]]
+
 
 class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
@@ -154,10 +157,26 @@ class KubeClient:
     async def list(
         self, res: Resource, namespace: str | None = None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
+        return (await self.list_versioned(res, namespace, label_selector))[0]
+
+    async def list_versioned(
+        self, res: Resource, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[Items, int]:
+        """The items and the list's resourceVersion (the snapshot they belong to)."""
         query = [("labelSelector", label_selector)] if label_selector else []
         data = await self.request("GET", res.path(namespace), query=query)
-        items: list[dict[str, Any]] = data.get("items") or []
-        return items
+        items: Items = data.get("items") or []
+        kind = data.get("kind", "")
+        if kind.endswith("List"):
+            # List items come without kind/apiVersion; watch events carry them.
+            for item in items:
+                item.setdefault("kind", kind[: -len("List")])
+                item.setdefault("apiVersion", data.get("apiVersion", ""))
+        try:
+            version = int((data.get("metadata") or {}).get("resourceVersion") or 0)
+        except ValueError:
+            version = 0
+        return items, version
 
     async def watch(
         self,
