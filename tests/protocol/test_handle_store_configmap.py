@@ -170,3 +170,29 @@ async def test_objects_precreated_without_labels_are_adopted(
             await other.close()
     finally:
         await store.close()
+
+
+async def test_creates_and_closes_of_short_lived_opens_share_one_cas(
+    kube_cluster: Any, store_name: str
+) -> None:
+    """Every CAS costs the apiserver the same CPU whatever the shard's size, so
+    new records follow the last ones while that shard is roomy: a batch of new
+    opens and closes of recent ones is one round trip, not one per shard."""
+    store = ConfigMapHandleStore("default", store_name, kubeconfig=str(kube_cluster.kubeconfig))
+    try:
+        await store.take_ownership("node-a")
+        kept: list[int] = []
+        recent: list[int] = []
+        for step in range(1, 31):
+            # three opens; two of the last batch close, one stays open for good
+            batch = [store.put(big_record(100 * step + i)) for i in range(3)]
+            batch += [store.delete(pid) for pid in recent[1:]]
+            trips = store.stats.round_trips
+            await asyncio.gather(*batch)
+            assert store.stats.round_trips - trips == 1, f"batch {step}"
+            kept += recent[:1]
+            recent = [100 * step + i for i in range(3)]
+        stored = sorted(r.persistent_id for r in await store.load_all())
+        assert stored == sorted(kept + recent)
+    finally:
+        await store.close()
