@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from hasmb.controller.placement import (
+    HANDOVER_GRACE,
     NodeFacts,
     PairView,
     PodFacts,
@@ -177,3 +178,14 @@ def test_rolling_upgrade_replaces_one_pod_at_a_time_and_gives_back() -> None:
 def test_rolling_upgrade_gives_back_even_without_auto_giveback() -> None:
     steps = _run_upgrade(auto_giveback=False)
     assert steps[-1][0] == A
+
+
+def test_the_old_owner_is_replaced_only_after_the_handover_grace() -> None:
+    # A's outdated pod just lost ownership to B (upgraded): it is still handing over.
+    pods = {A: replace(SERVING, current=False), B: SERVING}
+    v = view(pod_facts=pods, now=100.0)
+    fresh = pod_actions(v, B, [B], owner_since=99.5)
+    assert fresh.delete == [] and fresh.waiting == [A]
+    assert fresh.requeue_after is not None and 1.4 < fresh.requeue_after <= 1.5
+    settled = pod_actions(v, B, [B], owner_since=100.0 - HANDOVER_GRACE)
+    assert settled.delete == [A] and settled.requeue_after is None

@@ -263,16 +263,29 @@ def decide_lif(
     return LifDecision(current or want, "Down")
 
 
+# Seconds an outdated pod stays after ownership left it: the old owner hands over
+# (in-flight requests drain for up to 1 s) and Service routing moves before its IP goes.
+HANDOVER_GRACE = 2.0
+
+
 @dataclass(slots=True)
 class PodActions:
     create: list[str] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
     waiting: list[str] = field(default_factory=list)  # outdated pods that must wait
+    requeue_after: float | None = None
 
 
-def pod_actions(view: PairView, owner: str | None, lif_nodes: list[str]) -> PodActions:
-    """Create missing pods; replace outdated ones one at a time, never the last server."""
+def pod_actions(
+    view: PairView, owner: str | None, lif_nodes: list[str], owner_since: float | None = None
+) -> PodActions:
+    """Create missing pods; replace outdated ones one at a time, never the last server.
+
+    `owner_since`: when the owner got the SVM; a pod that owned it until less than
+    HANDOVER_GRACE ago is still handing over and is not deleted yet.
+    """
     actions = PodActions()
+    settling = 0.0 if owner_since is None else HANDOVER_GRACE - (view.now - owner_since)
     for node in view.nodes:
         pod = view.pod_facts.get(node, PodFacts())
         if not pod.exists:
@@ -284,7 +297,10 @@ def pod_actions(view: PairView, owner: str | None, lif_nodes: list[str]) -> PodA
         safe = owner == other and view.serving(other) and node not in lif_nodes
         # When the other pod cannot serve anyway (e.g. a fresh pair), replacing is harmless.
         lonely = not view.serving(node) and not view.serving(other) and owner != node
-        if safe or lonely:
+        if safe and settling > 0:
+            actions.waiting.append(node)
+            actions.requeue_after = settling
+        elif safe or lonely:
             actions.delete.append(node)
         else:
             actions.waiting.append(node)

@@ -278,7 +278,10 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
 
     # Pods: create missing ones, replace outdated ones one at a time.
     lif_nodes = [d.node for _, _, _, d, _ in lif_states if d is not None]
-    actions = pod_actions(view, owner, lif_nodes)
+    owner_since = now if decision.move and decision.owner is not None else own.acquired
+    actions = pod_actions(view, owner, lif_nodes, owner_since)
+    if actions.requeue_after is not None:
+        requeues.append(actions.requeue_after)
     if actions.create:
         await _ensure_smbd_account(rt, namespace)
     for node in actions.create:

@@ -89,6 +89,11 @@ class PodRuntime:
     annotate_interval: float = 2.0
     epoch_check: float = 1.0
     heartbeat_interval: float = 0.25
+    # A standby told to stop keeps forwarding at least linger_min seconds, until no new
+    # connection came for linger_quiet seconds, at most linger_max (see _linger).
+    linger_min: float = 2.0
+    linger_quiet: float = 1.0
+    linger_max: float = 5.0
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     server: SmbServer = field(init=False)
     store: HandleStore = field(init=False)
@@ -287,10 +292,35 @@ class PodRuntime:
         return FENCED_EXIT
 
     async def _shutdown(self) -> int:
+        if self.standby.role == "standby" and self.standby.forward_to is not None:
+            await self._linger()
         log.info("stopping (draining up to %.0f s)", self.drain_timeout)
         await self._stop_owner_tasks()
         await self._close_all(self.drain_timeout)
         return 0
+
+    async def _linger(self) -> None:
+        """Keep forwarding for a moment after SIGTERM (a standby being replaced).
+
+        The Services' endpoints and each node's kube-proxy drop this pod's IP
+        asynchronously (kube-proxy programs at most about once a second), and until
+        they have, new connections still come here. Closing at once turns them into
+        refusals; exiting makes the IP vanish and their SYNs go unanswered until an
+        ARP timeout (EHOSTUNREACH after ~3 s), which a rolling upgrade measured as a
+        4 s stall. Forwarding them to the owner costs nothing.
+        """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        log.info("stopping as standby: forwarding new connections while routing moves away")
+        while True:
+            now = loop.time()
+            quiet = now - max(self.standby.last_accept, started)
+            if now - started >= self.linger_max or (
+                now - started >= self.linger_min and quiet >= self.linger_quiet
+            ):
+                break
+            await asyncio.sleep(0.1)
+        log.info("lingered %.1f s", loop.time() - started)
 
     async def _close_all(self, drain: float) -> None:
         if self._admin is not None:

@@ -59,6 +59,7 @@ T = TypeVar("T")
 # Per-request deadline: a hung server (node cut off) must surface as a failure
 # we can act on, not a thread blocked for smbprotocol's 10-minute default.
 DEFAULT_REQUEST_TIMEOUT = 5.0
+MAX_TRAIL = 20  # failed attempts kept per stall
 
 
 class ReclaimFailed(Exception):
@@ -97,6 +98,8 @@ class Stall:
     ended: float
     attempts: int
     reason: str
+    # Each failed attempt: "+seconds since the stall began host: error" (diagnosis).
+    trail: list[str] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -158,6 +161,7 @@ class CaFile:
     # The connection being set up by a reclaim (not yet adopted), and its address.
     _attempt: Any = field(default=None, init=False, repr=False)
     _attempt_host: str | None = field(default=None, init=False, repr=False)
+    _trail: list[str] = field(default_factory=list, init=False, repr=False)
     # Guards the move hand-off between a witness thread and the I/O thread.
     _move_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _pending_move: MoveRequest | None = field(default=None, init=False, repr=False)
@@ -259,6 +263,7 @@ class CaFile:
                 conn, tree = self._connect()
             except Exception as exc:  # refused, reset, timed out: the partner is not there yet
                 last_error = exc
+                self._note_attempt(f"connect: {exc!r}")
                 time.sleep(min(0.05 * attempts, 0.25))
                 continue
             reconnect = SMB2CreateDurableHandleReconnectV2()
@@ -276,6 +281,7 @@ class CaFile:
                 # STATUS_FILE_NOT_AVAILABLE while the new owner loads state, or the old
                 # connection not yet seen as gone: retry until the deadline.
                 last_error = exc
+                self._note_attempt(f"reconnect create: {exc!r}")
                 conn.disconnect(close=False)
                 time.sleep(min(0.05 * attempts, 0.25))
                 continue
@@ -286,6 +292,13 @@ class CaFile:
         raise ReclaimFailed(
             f"could not reclaim {self.path} within {self.reclaim_deadline}s: {last_error!r}"
         )
+
+    def _note_attempt(self, what: str) -> None:
+        if len(self._trail) < MAX_TRAIL:
+            now = time.monotonic()
+            host = self._attempt_host or self.target.host
+            since = self.stalled_since or now
+            self._trail.append(f"+{now - since:.3f}s {host}: {what}"[:300])
 
     def _adopt(self, conn: Any, handle: Any) -> None:
         with self._move_lock:
@@ -354,6 +367,7 @@ class CaFile:
         failed_at: float | None = None
         attempts = 0
         reason = ""
+        self._trail = []
         while True:
             attempt_started = time.monotonic()
             move = self._take_move()
@@ -382,11 +396,14 @@ class CaFile:
                     reason = f"{what}: {type(exc).__name__}"
                 elif time.monotonic() - failed_at > self.reclaim_deadline:
                     raise ReclaimFailed(f"{what} on {self.path} kept failing: {exc!r}") from exc
+                self._note_attempt(f"{what}: {exc!r}")
                 self._drop()
                 continue
             if failed_at is not None or attempts:
                 start = failed_at if failed_at is not None else attempt_started
-                self.stalls.append(Stall(start, time.monotonic(), attempts, reason))
+                self.stalls.append(
+                    Stall(start, time.monotonic(), attempts, reason, list(self._trail))
+                )
             return result
 
     def _call(self, handle: Any, build: Callable[[], tuple[Any, Callable[..., T]]]) -> T:

@@ -96,6 +96,7 @@ def _stall_dict(stall: Stall) -> dict[str, Any]:
         "attempts": stall.attempts,
         "reason": stall.reason,
         "at": stall.started,
+        "trail": stall.trail,
     }
 
 

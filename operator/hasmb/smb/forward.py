@@ -65,6 +65,7 @@ class Standby:
     relays: set[Relay] = field(default_factory=set)
     taken_over: asyncio.Event = field(default_factory=asyncio.Event)
     takeover_seconds: float = 0.0
+    last_accept: float = 0.0  # loop time of the last connection accepted
     _follower: StoreFollower | None = None
     _listener: asyncio.AbstractServer | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -119,6 +120,7 @@ class Standby:
 
     # ------------------------------------------------------------ connections
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.last_accept = asyncio.get_running_loop().time()
         if self.role == "owner":
             await self.server._accept(reader, writer)  # the server's own entry point
             return
