@@ -34,7 +34,7 @@ from smbprotocol.connection import Connection, Dialects
 from smbprotocol.session import Session
 from smbprotocol.tree import TreeConnect
 
-from hasmb.probe.ca_client import CaFile, CaTarget
+from hasmb.probe.ca_client import CaFile, CaTarget, MoveRequest
 from hasmb.witness.client import WitnessCallError, WitnessClient
 from hasmb.witness.messages import (
     CLIENT_MOVE_NOTIFICATION,
@@ -636,6 +636,41 @@ def test_share_added_to_the_config_map_is_served_without_restart(pair: PodPair) 
     pair.put_config(pair.config(shares[:1]))
     wait_for(lambda: not tree_connect("new"), 10, "share 'new' to be removed")
     assert a.proc.poll() is None
+
+
+def test_owner_stopped_hands_over_and_forwards_while_routing_moves(pair: PodPair) -> None:
+    """SIGTERM of the owner (its pod deleted) with the partner running: it stops serving,
+    the partner's heartbeat takes the Lease, and the old owner forwards new connections
+    to it for a moment (a LIF may still route to it) before it exits cleanly."""
+    a, b = start_pair(pair)
+    f = pair.client("node-a", "stopped-owner.vhdx")
+    assert f.open().persistent
+    acked = write_blocks(f, 8)
+    wait_for(lambda: b.status()["mirroredOpens"] == 1, 15, "the standby's mirror")
+    wait_for(lambda: "heartbeat: owner node-a" in b.log(), 15, "node-b's heartbeat to reach node-a")
+    stopped = time.monotonic()
+    a.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: b.role() == "owner", 10, "node-b to take over")
+    lease = pair.lease()
+    assert lease["spec"]["holderIdentity"] == "node-b", lease
+    assert lease["metadata"]["annotations"]["hasmb.io/reason"] == "PartnerFailover", lease
+    # the client still enters through node-a's address: forwarded to node-b
+    acked.update(write_blocks(f, 8, start=8))
+    served = time.monotonic() - stopped
+    late = pair.client("node-a", "late.vhdx")
+    assert a.proc.poll() is None, "node-a exited before routing could move"
+    assert late.open().persistent  # a new connection to node-a, relayed to node-b
+    late.close()
+    assert a.proc.wait(15) == 0, a.log()
+    log = a.log()
+    assert "handing svm1 over to the partner" in log and "lingered" in log, log
+    # node-a's address is gone for good now; in a cluster the LIF has moved to node-b
+    f.request_move(MoveRequest(pair.ips["node-b"], "the LIF moved", time.monotonic()))
+    for offset, block in acked.items():
+        assert f.read(offset, 4096) == block
+    stall = max(s.seconds for s in f.stalls)
+    print(f"owner SIGTERM: client served again {served:.3f} s after, worst stall {stall:.3f} s")
+    f.close()
 
 
 def test_owner_restarted_by_the_kubelet_raises_the_epoch_and_serves(pair: PodPair) -> None:

@@ -94,6 +94,7 @@ class PodRuntime:
     linger_min: float = 2.0
     linger_quiet: float = 1.0
     linger_max: float = 5.0
+    release_wait: float = 5.0  # an owner stopping waits this long for the partner's takeover
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     server: SmbServer = field(init=False)
     store: HandleStore = field(init=False)
@@ -125,7 +126,11 @@ class PodRuntime:
             self.peers,
             self.env.node,
             self._port,
-            lambda: getattr(self, "standby", None) is not None and self.standby.role == "standby",
+            lambda: (
+                getattr(self, "standby", None) is not None
+                and self.standby.role == "standby"
+                and not self.stop.is_set()  # a pod on its way out takes nothing over
+            ),
             interval=self.heartbeat_interval,
         )
         self._tasks += [
@@ -253,6 +258,14 @@ class PodRuntime:
         """Planned move away: stop accepting, finish in-flight requests, close, become standby."""
         started = time.monotonic()
         log.warning("lease moved to %s at epoch %d: handing over", view.holder, view.epoch)
+        await self._stop_serving()
+        await self._start_standby()
+        self._point_forwarding(view)
+        self.handovers.append(time.monotonic() - started)
+        log.warning("standby again in %.3f s", self.handovers[-1])
+
+    async def _stop_serving(self) -> None:
+        """Stop accepting, let in-flight requests finish, close clients and the store."""
         await self._stop_owner_tasks()
         server, standby, store = self.server, self.standby, self.store
         await standby.stop()  # the listener closes: nothing new is accepted
@@ -260,10 +273,6 @@ class PodRuntime:
         await server.ca.shutdown()
         with contextlib.suppress(StoreError, TimeoutError):
             await asyncio.wait_for(store.close(), 5)
-        await self._start_standby()
-        self._point_forwarding(view)
-        self.handovers.append(time.monotonic() - started)
-        log.warning("standby again in %.3f s", self.handovers[-1])
 
     def _point_forwarding(self, view: LeaseView) -> None:
         if self.standby.role != "standby":
@@ -292,12 +301,52 @@ class PodRuntime:
         return FENCED_EXIT
 
     async def _shutdown(self) -> int:
+        if self.standby.role == "owner" and self._partner_address() is not None:
+            if not await self._release():
+                if self._admin is not None:
+                    self._admin.close()
+                return 0  # everything is closed already
         if self.standby.role == "standby" and self.standby.forward_to is not None:
             await self._linger()
         log.info("stopping (draining up to %.0f s)", self.drain_timeout)
         await self._stop_owner_tasks()
         await self._close_all(self.drain_timeout)
         return 0
+
+    def _partner_address(self) -> str | None:
+        return next(
+            (ip for node, ip in self.peers.addresses.items() if node != self.env.node), None
+        )
+
+    async def _release(self) -> bool:
+        """SIGTERM of the owner while its partner runs (pod deleted, node drained).
+
+        Stop serving as in a handover: the partner's heartbeat finds the listener gone
+        and takes the Lease (PartnerFailover), and clients reclaim there. Then forward
+        to the new owner while routing moves away (_linger), instead of draining for
+        drain_timeout and leaving a vanished IP behind the LIF. False: the partner
+        did not take over in time (everything is closed; the process just exits).
+        """
+        log.warning("stopping as owner: handing %s over to the partner", self.env.svm)
+        # The listener stays closed until the Lease moved: that refusal is what the
+        # partner's heartbeat takes as the signal.
+        await self._stop_serving()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.release_wait
+        while (now := self.lease.current) is not None and now.holder == self.env.node:
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning("the partner did not take the lease within %.0f s", self.release_wait)
+                return False
+            self.lease.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.lease.changed.wait(), left)
+        if now is None:
+            return False
+        log.info("the partner %s owns %s at epoch %d", now.holder, self.env.svm, now.epoch)
+        await self._start_standby()
+        self._point_forwarding(now)
+        return True
 
     async def _linger(self) -> None:
         """Keep forwarding for a moment after SIGTERM (a standby being replaced).
