@@ -29,7 +29,9 @@ Ownership and the fence
 Group commit (group_commit.py)
     Concurrent put/delete calls queue behind the commit in flight and go out
     together in the next one: one fsync (file), one txn (etcd), one CAS per
-    touched shard (configmap). There is no timer; batches grow with load.
+    touched shard (configmap; new records follow the last ones into a roomy
+    shard, so creates and closes of short-lived opens share one CAS). There
+    is no timer; batches grow with load.
     `store.stats` counts writes, commits and backend round trips.
 
 Errors (errors.py)
@@ -40,7 +42,8 @@ Errors (errors.py)
     landed; it was not acknowledged).
 
 Backends, chosen by a spec string (`open_store`, parsed in spec.py)
-    file:DIR                 snapshot + CRC-checked append log, fdatasync'd,
+    file:DIR                 snapshot + CRC-checked log, zero-filled ahead
+                             so a commit's fdatasync rewrites existing blocks,
                              epoch file replaced atomically, flock at commit
                              (file_store.py). For standalone use and a shared
                              RWX volume.
