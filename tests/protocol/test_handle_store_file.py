@@ -189,3 +189,30 @@ async def test_a_follower_reads_a_line_longer_than_its_read_chunk(tmp_path: Path
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await owner.close()
+
+
+async def test_lines_of_a_failed_batch_never_count_as_stored(tmp_path: Path) -> None:
+    store = FileHandleStore(tmp_path)
+    await store.take_ownership("a")
+    await store.put(rec(1))
+    log_fd = store._log_fd
+    assert log_fd is not None
+    # The next batch fails: its log descriptor refuses writes (EBADF) ...
+    store._log_fd = os.open(tmp_path / LOG_FILE, os.O_RDONLY)
+    with pytest.raises(StoreError):
+        await store.put(rec(2))
+    os.close(store._log_fd)
+    store._log_fd = log_fd
+    # ... after whole lines of it reached the file (as a short write would leave them).
+    data = (tmp_path / LOG_FILE).read_bytes()
+    end = data.rindex(b"\n") + 1
+    ghosts = b"".join(encode_log_line({"e": 1, "p": rec(pid).to_dict()}) for pid in (2, 4))
+    fd = os.open(tmp_path / LOG_FILE, os.O_WRONLY)
+    try:
+        os.pwrite(fd, ghosts, end)
+    finally:
+        os.close(fd)
+    await store.put(rec(3))
+    other = FileHandleStore(tmp_path)
+    assert sorted(r.persistent_id for r in await other.load_all()) == [1, 3]
+    await store.close()

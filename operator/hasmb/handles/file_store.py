@@ -231,6 +231,8 @@ class FileHandleStore(HandleStore):
         # end of the log's data (where the next batch goes) and of its zero fill
         self._log_end = 0
         self._log_filled = 0
+        # a batch failed after (part of) it was written: clean up before the next
+        self._torn = False
         self._fill_chunk = max(4096, min(_FILL_CHUNK, compact_bytes // 4) // 4096 * 4096)
         self._snapshot_size = 0
         # One thread of our own for commits: they never queue behind the
@@ -287,7 +289,8 @@ class FileHandleStore(HandleStore):
         return self._log_fd
 
     def _append(self, fd: int, data: bytes) -> None:
-        """Write `data` at the end of the log's data (not yet durable)."""
+        """Write `data` after the log's data (not yet durable; the caller syncs and
+        then moves the end past it)."""
         end = self._log_end + len(data)
         if end > self._log_filled:
             # Zero-fill ahead; this commit's fdatasync makes the new size durable.
@@ -295,7 +298,6 @@ class FileHandleStore(HandleStore):
             _pwrite_all(fd, bytes(new - self._log_filled), self._log_filled)
             self._log_filled = new
         _pwrite_all(fd, data, self._log_end)
-        self._log_end = end
 
     # -- epoch ---------------------------------------------------------------
 
@@ -342,8 +344,21 @@ class FileHandleStore(HandleStore):
             if cur.epoch != epoch:
                 raise StaleEpochError(epoch, cur.epoch)
             fd = self._open_log()
-            self._append(fd, data)
-            os.fdatasync(fd)
+            if self._torn:
+                # A failed batch may have left whole lines that nobody was told
+                # are stored: wipe everything after the data, then compact so a
+                # follower that read them reloads.
+                _pwrite_all(fd, bytes(self._log_filled - self._log_end), self._log_end)
+                os.fdatasync(fd)
+                self._torn = False
+                self._compact_locked(epoch)
+            try:
+                self._append(fd, data)
+                os.fdatasync(fd)
+            except OSError as exc:
+                self._torn = True
+                raise StoreError(f"{self.directory / LOG_FILE}: {exc}") from exc
+            self._log_end += len(data)
             self.stats.round_trips += 1
             if self._log_end > max(self.compact_bytes, 2 * self._snapshot_size):
                 self._compact_locked(epoch)
