@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import pytest
+import yaml
 
 from hasmb.controller.render import LEASE_SECONDS
+from hasmb.handles.kube_api import KubeApi
 from hasmb.podrt.env import PodEnv, PodEnvError
 from hasmb.podrt.lease import LeaseView
 from hasmb.podrt.peers import pod_address
+from hasmb.podrt.runtime import CONFIG_KEY, PodRuntime
 from hasmb.podrt.shares import apply_shares
 from hasmb.podrt.witness import witness_interfaces
-from hasmb.smb.config import InterfaceConfig, ShareConfig, SmbdConfig
+from hasmb.smb.config import InterfaceConfig, ShareConfig, SmbdConfig, from_mapping
 from hasmb.smb.server import SmbServer
+from hasmb.witness.smbd import witness_for_smbd
 
 ENV = {
     "HASMB_NODE": "node-a",
@@ -93,3 +98,34 @@ def test_witness_interfaces_skip_lifs_without_an_address() -> None:
         ("10.96.0.10", "node-a", "available"),
         ("10.96.0.11", "node-b", "unavailable"),
     ]
+
+
+def test_config_restores_interfaces_the_witness_marked_down_itself(tmp_path: Path) -> None:
+    """After a takeover the witness marks the old node's LIFs unavailable by itself; the
+    next ConfigMap revision re-announces them even if its text did not change."""
+    (tmp_path / "data").mkdir()
+    text = yaml.safe_dump(
+        {
+            "netname": "SVM1",
+            "shares": [{"name": "data", "path": str(tmp_path / "data")}],
+            "witness": {
+                "listen": "127.0.0.1:0",
+                "interfaces": [
+                    {"name": "SVM1", "ipv4": "10.96.0.10", "node": "node-a"},
+                    {"name": "SVM1", "ipv4": "10.96.0.11", "node": "node-b"},
+                ],
+            },
+        }
+    )
+    cfg = from_mapping(yaml.safe_load(text))
+    witness = witness_for_smbd(cfg, {})
+    assert witness is not None
+    rt = PodRuntime(cfg, PodEnv.from_environ(ENV), cast(KubeApi, None), witness=witness)
+    rt.server = SmbServer(cfg, users={})
+    witness.notify_node_state("node-a", available=False)
+    assert {i.ipv4: i.state for i in witness.interfaces()}["10.96.0.10"] == "unavailable"
+    rt.apply_config({"data": {CONFIG_KEY: text}})
+    assert {i.ipv4: i.state for i in witness.interfaces()} == {
+        "10.96.0.10": "available",
+        "10.96.0.11": "available",
+    }

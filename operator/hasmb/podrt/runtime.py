@@ -434,11 +434,17 @@ class PodRuntime:
                 changes.changed,
                 changes.failed,
             )
-        if new.witness.interfaces != self.cfg.witness.interfaces:
-            self.cfg.witness.interfaces = new.witness.interfaces
-            if self.witness is not None:
-                sent = self.witness.update_interfaces(witness_interfaces(self.cfg))
-                log.info("witness interfaces updated (%d notification(s))", sent)
+        changed = new.witness.interfaces != self.cfg.witness.interfaces
+        self.cfg.witness.interfaces = new.witness.interfaces
+        wanted = witness_interfaces(self.cfg)
+        # Compared with what the witness announces, not only with the last config: a
+        # failure it reported by itself (notify_node_state) is undone by the next config
+        # even when the operator's rendering came back to the same text.
+        if self.witness is not None and (
+            changed or (wanted and wanted != self.witness.interfaces())
+        ):
+            sent = self.witness.update_interfaces(wanted)
+            log.info("witness interfaces updated (%d notification(s))", sent)
 
     # ------------------------------------------------------------ pod annotation
     async def _publish_handles(self) -> None:
