@@ -97,3 +97,15 @@ def test_reclaim_window_refuses_a_second_client(chaos_run: dict[str, Any]) -> No
     for check in checks:
         assert check["refused"], check
         assert check["reclaimed"], check
+
+
+def test_the_first_probe_follows_the_witness(chaos_run: dict[str, Any]) -> None:
+    """The first probe registered with the SVM's witness through the LIF Services and moved
+    its handle where CLIENT_MOVE said (takeover, giveback, ARL and upgrade send it)."""
+    following, plain = chaos_run["witness"]
+    assert plain is None  # the second probe stays on its LIF
+    assert following is not None and following["registrations"] >= 1, following
+    moves = [e for e in following["events"] if e["type"] == "CLIENT_MOVE"]
+    assert moves, following
+    acted = [e for e in moves if e["action"] and e["handles_back"]]
+    assert acted, following
