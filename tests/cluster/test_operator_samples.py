@@ -181,15 +181,13 @@ def test_share_change_reaches_config_without_restarting_pods(env: OperatorEnv) -
     assert {n: p["metadata"]["uid"] for n, p in env.svm_pods("svm1").items()} == uids
 
 
-def test_persistent_handle_count_comes_from_the_owner_pod(env: OperatorEnv) -> None:
-    owner = env.get("svm", "svm1")["status"]["currentNode"]
-    standby = next(n for n in env.nodes if n != owner)
-    env.kubectl("annotate", "pod", f"svm1-{standby}", "hasmb.io/persistent-handles=99")
-    env.kubectl("annotate", "pod", f"svm1-{owner}", "hasmb.io/persistent-handles=3")
+def test_persistent_handle_count_comes_from_the_owners_lease(env: OperatorEnv) -> None:
+    # what the owning hasmb-smbd writes with each renewal (no pod runs smbd here)
+    env.kubectl("annotate", "lease", "svm1-owner", "hasmb.io/persistent-handles=3")
     env.wait(
         lambda: env.get("svm", "svm1")["status"].get("persistentHandles") == 3,
         10,
-        "persistentHandles from the owner",
+        "persistentHandles from the Lease",
     )
     rows = env.plugin("status").stdout.splitlines()
     svm_row = next(r for r in rows if r.split()[1:3] == ["svm1", "pair1"])

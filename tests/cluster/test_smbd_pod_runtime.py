@@ -452,9 +452,11 @@ def write_blocks(f: CaFile, count: int, start: int = 0) -> dict[int, bytes]:
     return acked
 
 
-def pod_annotation(pair: PodPair, node: str) -> str:
-    pod = json.loads(pair.kubectl("get", "pod", f"{SVM}-{node}", "-o", "json"))
-    return str((pod["metadata"].get("annotations") or {}).get("hasmb.io/persistent-handles", ""))
+def lease_handles(pair: PodPair) -> tuple[str, str]:
+    """(holder, the persistent-handle count it wrote with its last renewal)."""
+    lease = pair.lease()
+    count = (lease["metadata"].get("annotations") or {}).get("hasmb.io/persistent-handles", "")
+    return str(lease["spec"].get("holderIdentity") or ""), str(count)
 
 
 def test_planned_move_forwarded_and_direct_clients_reclaim(pair: PodPair) -> None:
@@ -465,7 +467,7 @@ def test_planned_move_forwarded_and_direct_clients_reclaim(pair: PodPair) -> Non
     assert forwarded.open().persistent and direct.open().persistent
     acked_f, acked_d = write_blocks(forwarded, 16), write_blocks(direct, 16)
     assert b.status()["forwarded"] == 1
-    wait_for(lambda: pod_annotation(pair, "node-a") == "2", 15, "handle count annotation")
+    wait_for(lambda: lease_handles(pair) == ("node-a", "2"), 15, "handle count on the Lease")
     # the owner renews: renewTime moves past acquireTime
     wait_for(
         lambda: pair.lease()["spec"]["renewTime"] != pair.lease()["spec"]["acquireTime"],
@@ -504,7 +506,7 @@ def test_planned_move_forwarded_and_direct_clients_reclaim(pair: PodPair) -> Non
         f"({first_d:.3f} s)"
     )
     assert "handing over" in a.log() and "standby again in" in a.log()
-    wait_for(lambda: pod_annotation(pair, "node-b") == "2", 15, "node-b's handle count")
+    wait_for(lambda: lease_handles(pair) == ("node-b", "2"), 15, "node-b's handle count")
     assert b.status()["reclaims"] == 2
     # the renewer is node-b's now
     renewed = pair.lease()["spec"]["renewTime"]

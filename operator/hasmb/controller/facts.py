@@ -57,7 +57,7 @@ def pod_node(body: dict[str, Any]) -> str | None:
 
 
 def persistent_handles(body: dict[str, Any] | None) -> int:
-    """hasmb-smbd publishes its persistent-handle count as a pod annotation."""
+    """The owning hasmb-smbd writes its persistent-handle count into the Lease it renews."""
     if body is None:
         return 0
     value = ((body.get("metadata") or {}).get("annotations") or {}).get(

@@ -205,7 +205,9 @@ async def write_svm_status(
         "currentNode": owner or "",
         "homeNode": svm.home_node,
         "epoch": epoch,
-        "persistentHandles": persistent_handles(pods.get(owner or "")),
+        "persistentHandles": persistent_handles(
+            rt.store.get("Lease", svm.meta.namespace, svm.lease_name)
+        ),
         "ownerReason": decision.reason.value
         if owner == decision.owner
         else (old.get("ownerReason") or ""),

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +155,8 @@ class LeaseRenewer:
     renewals: int = 0
     expired: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    # Extra annotations written with every renewal (the owner's persistent-handle count).
+    annotations: Callable[[], dict[str, str]] | None = None
     _task: asyncio.Task[None] | None = None
 
     def deadline(self, duration: float) -> float:
@@ -174,10 +177,10 @@ class LeaseRenewer:
         if view is None or view.holder != self.holder or view.epoch != self.epoch:
             raise LeaseLost(f"lease is {view}")
         sent = time.monotonic()
-        patch = {
-            "metadata": {"resourceVersion": view.resource_version},
-            "spec": {"renewTime": micro_time(time.time())},
-        }
+        metadata: dict[str, Any] = {"resourceVersion": view.resource_version}
+        if self.annotations is not None:
+            metadata["annotations"] = self.annotations()
+        patch = {"metadata": metadata, "spec": {"renewTime": micro_time(time.time())}}
         body = await self.watch.api.request(
             "PATCH", self.watch.path, body=patch, content_type="application/merge-patch+json"
         )

@@ -28,8 +28,9 @@
   witness interfaces feed update_interfaces().
 - The ConfigMap is watched through the API: share additions, removals and
   property changes apply without a restart (shares.apply_shares).
-- The pod annotation hasmb.io/persistent-handles carries the count of
-  persistent opens (patched at most every `annotate_interval` seconds, on change).
+- The owner's Lease renewals carry the count of persistent opens in the
+  annotation hasmb.io/persistent-handles (so the pod needs no write access to
+  pods; the operator copies it into SVM status.persistentHandles).
 """
 
 from __future__ import annotations
@@ -86,7 +87,6 @@ class PodRuntime:
     admin_listen: str = ""
     drain_timeout: float = 10.0
     handover_drain: float = 1.0
-    annotate_interval: float = 2.0
     epoch_check: float = 1.0
     heartbeat_interval: float = 0.25
     # A standby told to stop keeps forwarding at least linger_min seconds, until no new
@@ -135,7 +135,6 @@ class PodRuntime:
         )
         self._tasks += [
             loop.create_task(self._watch_config()),
-            loop.create_task(self._publish_handles()),
             loop.create_task(self.partner.run()),
         ]
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -233,7 +232,9 @@ class PodRuntime:
         await self.standby.take_over(f"lease names {self.env.node} at epoch {epoch}")
         if self.standby.role != "owner":
             return
-        self.renewer = LeaseRenewer(self.lease, self.env.node, epoch)
+        self.renewer = LeaseRenewer(
+            self.lease, self.env.node, epoch, annotations=self._lease_annotations
+        )
         self.renewer.start()
         loop = asyncio.get_running_loop()
         self._owner_tasks = [
@@ -446,23 +447,7 @@ class PodRuntime:
             sent = self.witness.update_interfaces(wanted)
             log.info("witness interfaces updated (%d notification(s))", sent)
 
-    # ------------------------------------------------------------ pod annotation
-    async def _publish_handles(self) -> None:
-        path = f"/api/v1/namespaces/{self.env.namespace}/pods/{self.env.pod_name}"
-        published: int | None = None
-        while True:
-            server = getattr(self, "server", None)
-            if server is not None:
-                count = sum(
-                    1 for o in server.state.opens.values() if o.is_persistent and not o.closed
-                )
-                if count != published:
-                    patch = {"metadata": {"annotations": {ANN_HANDLES: str(count)}}}
-                    try:
-                        await self.api.request(
-                            "PATCH", path, body=patch, content_type="application/merge-patch+json"
-                        )
-                        published = count
-                    except StoreError as exc:
-                        log.debug("pod annotation not published: %s", exc)
-            await asyncio.sleep(self.annotate_interval)
+    # ------------------------------------------------------------ lease annotation
+    def _lease_annotations(self) -> dict[str, str]:
+        count = sum(1 for o in self.server.state.opens.values() if o.is_persistent and not o.closed)
+        return {ANN_HANDLES: str(count)}
