@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from hasmb.controller.runtime import WATCHED, Runtime
 from hasmb.controller.store import Store
+from hasmb.kube.client import ApiError, KubeClient
 
 
 def pod(name: str, rv: int, ns: str = "ns", uid: str = "") -> dict[str, Any]:
@@ -58,3 +60,34 @@ def test_a_deleted_object_never_comes_back_from_a_stale_list() -> None:
     store.remove("Pod", body)
     store.sync("Pod", [pod("gone", 5)], 20, None)
     assert names(store) == set()
+
+
+class FlakyApi:
+    """Answers LISTs like a fresh API server: 429 for the first `failures` calls."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def list_versioned(
+        self, res: Any, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ApiError(429, "TooManyRequests", "storage is (re)initializing")
+        return ([pod("p", 5)] if res.plural == "pods" else []), 7
+
+
+async def test_startup_list_waits_for_a_server_that_is_not_ready_yet() -> None:
+    api = FlakyApi(failures=3)
+    rt = Runtime(kube=cast(KubeClient, api))
+    await rt.prime_at_start(patience=10.0)
+    assert names(rt.store) == {"p"}
+    assert api.calls == 3 + len(WATCHED)
+
+
+async def test_startup_list_gives_up_after_its_patience() -> None:
+    api = FlakyApi(failures=10**6)
+    rt = Runtime(kube=cast(KubeClient, api))
+    await rt.prime_at_start(patience=0.5)  # returns: the operator starts anyway
+    assert names(rt.store) == set() and api.calls >= 2

@@ -47,7 +47,7 @@ async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -
     )
     if memo.get("metrics_listen"):
         runtime.metrics.serve(str(memo["metrics_listen"]))
-    await runtime.prime()
+    await runtime.prime_at_start()
     memo["runtime"] = runtime
     runtime.start({"svm": reconcile_svm, "pair": reconcile_pair})
 

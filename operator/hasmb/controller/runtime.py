@@ -107,6 +107,27 @@ class Runtime:
                 self.store.sync(kind, items, version, {ns} if ns else None)
         self._enqueue_all(low)
 
+    async def prime_at_start(self, patience: float = 30.0) -> None:
+        """`prime`, retried while the API server is not ready yet (a fresh server answers
+        429 "storage is (re)initializing" for a while); after `patience` seconds the
+        operator starts anyway and the resync's LIST fills the view."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + patience
+        delay = 0.2
+        while True:
+            try:
+                await self.prime()
+                return
+            except Exception as exc:  # ApiError, connection errors: all worth a retry
+                if loop.time() + delay > deadline:
+                    log.warning(
+                        "startup LIST failed for %.0f s (%s); starting anyway", patience, exc
+                    )
+                    return
+                log.info("startup LIST failed (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def _enqueue_all(self, low: bool) -> None:
         for kind, label in (("SVM", "svm"), ("HAPair", "pair")):
             for body in self.store.all(kind):
@@ -165,7 +186,7 @@ class Runtime:
             delay = self.resync_seconds
             try:
                 await self.prime(low=True)
-            except ApiError as exc:
+            except Exception as exc:  # keep resyncing whatever the API server says
                 log.warning("resync LIST failed: %s; re-evaluating the cached view", exc)
                 self._enqueue_all(low=True)
 
