@@ -9,12 +9,12 @@ the mirror is the complete state and no cold load_all() is needed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 
 from hasmb.handles.errors import StoreClosedError, StoreError
 from hasmb.handles.store import HandleStore, StoreChange, StoreMirror
+from hasmb.tasks import cancel_and_wait
 
 log = logging.getLogger("hasmb.handles")
 
@@ -74,8 +74,5 @@ class StoreFollower:
         await self.wait_until(lambda m: m.synced and m.epoch >= epoch)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

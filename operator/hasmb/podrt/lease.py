@@ -27,6 +27,7 @@ from typing import Any
 from hasmb.controller.render import ANN_EPOCH, ANN_REASON, micro_time, read_ownership
 from hasmb.handles import StoreError
 from hasmb.handles.kube_api import KubeApi, KubeApiError
+from hasmb.tasks import cancel_and_wait
 
 log = logging.getLogger("hasmb.podrt.lease")
 
@@ -111,10 +112,7 @@ class LeaseWatch:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:
@@ -166,10 +164,7 @@ class LeaseRenewer:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def renew_once(self) -> None:
         """One CAS on renewTime; raises LeaseLost, KubeApiError or StoreError."""

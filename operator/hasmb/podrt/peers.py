@@ -6,7 +6,6 @@ changes when its pod is replaced, so the map is kept current."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from hasmb.controller.render import LABEL_NODE, LABEL_SVM
 from hasmb.handles import StoreError
 from hasmb.handles.kube_api import KubeApi
+from hasmb.tasks import cancel_and_wait
 
 log = logging.getLogger("hasmb.podrt.peers")
 
@@ -46,10 +46,7 @@ class PeerWatch:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def _apply(self, kind: str, pod: dict[str, Any]) -> None:
         name = str((pod.get("metadata") or {}).get("name") or "")

@@ -34,7 +34,6 @@ without an AsyncNotify.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import socket
@@ -44,6 +43,7 @@ from hasmb.rpc.epm import EndpointMapper, TcpEndpoint
 from hasmb.rpc.interface import RpcInterface
 from hasmb.rpc.security import AuthIdentity
 from hasmb.rpc.server import RpcTcpServer
+from hasmb.tasks import cancel_and_wait
 from hasmb.witness.config import WitnessConfig, WitnessInterfaceConfig
 from hasmb.witness.events import diff_interfaces
 from hasmb.witness.messages import (
@@ -146,11 +146,8 @@ class WitnessService:
         )
 
     async def stop(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry
-            self._expiry = None
+        await cancel_and_wait(self._expiry)
+        self._expiry = None
         for srv in (self._epm, self._server):
             if srv is not None:
                 await srv.stop()
