@@ -18,9 +18,9 @@ from hasmb.controller.model import GROUP, VERSION
 from hasmb.controller.pair_reconcile import reconcile_pair
 from hasmb.controller.render import LABEL_STORE, LABEL_SVM
 from hasmb.controller.runtime import Runtime
-from hasmb.controller.store import key_of, resource_version, svm_of
+from hasmb.controller.store import key_of, svm_of
 from hasmb.controller.svm_reconcile import reconcile_svm
-from hasmb.kube.client import CONFIGMAPS, LEASES, PODS, SERVICES, KubeClient
+from hasmb.kube.client import CONFIGMAPS, LEASES, PODS, SERVICES, KubeClient, resource_version
 
 log = logging.getLogger("hasmb.operator")
 

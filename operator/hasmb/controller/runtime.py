@@ -98,11 +98,7 @@ class Runtime:
         """
         scopes: tuple[str | None, ...] = self.namespaces or (None,)
         for kind, res, selector in WATCHED:
-            if not res.namespaced:
-                items, version = await self.kube.list_versioned(res, None, selector)
-                self.store.sync(kind, items, version, None)
-                continue
-            for ns in scopes:
+            for ns in scopes if res.namespaced else (None,):
                 items, version = await self.kube.list_versioned(res, ns, selector)
                 self.store.sync(kind, items, version, {ns} if ns else None)
         self._enqueue_all(low)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hasmb.controller.render import LABEL_SVM
+from hasmb.kube.client import resource_version
 
 Key = tuple[str, str]  # (namespace, name)
 Body = dict[str, Any]
@@ -42,13 +43,6 @@ def svm_of(kind: str, body: Body) -> str | None:
 
 def _uid(body: Body) -> str:
     return str((body.get("metadata") or {}).get("uid") or "")
-
-
-def resource_version(body: Body) -> int:
-    try:
-        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
-    except ValueError:
-        return 0
 
 
 @dataclass
@@ -120,7 +114,7 @@ class Store:
             self.put(kind, body)
             listed.add(key_of(body))
         for key, body in list(self.objects[kind].items()):
-            if namespaces is not None and key[0] not in namespaces and key[0]:
+            if namespaces is not None and key[0] not in namespaces:
                 continue
             if key not in listed and resource_version(body) <= list_version:
                 self.remove(kind, body)

@@ -23,6 +23,14 @@ MERGE_PATCH = "application/merge-patch+json"
 Items = list[dict[str, Any]]
 
 
+def resource_version(body: dict[str, Any]) -> int:
+    """metadata.resourceVersion of an object or a LIST as a number (0: none or opaque)."""
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
 class ApiError(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -172,11 +180,7 @@ class KubeClient:
             for item in items:
                 item.setdefault("kind", kind[: -len("List")])
                 item.setdefault("apiVersion", data.get("apiVersion", ""))
-        try:
-            version = int((data.get("metadata") or {}).get("resourceVersion") or 0)
-        except ValueError:
-            version = 0
-        return items, version
+        return items, resource_version(data)
 
     async def watch(
         self,
