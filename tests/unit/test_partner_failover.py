@@ -17,7 +17,8 @@ from hasmb.controller.placement import (
     decide_owner,
 )
 from hasmb.podrt.lease import LeaseView, LeaseWatch
-from hasmb.podrt.partner import PartnerWatch, Probe, probe
+from hasmb.podrt.partner import PartnerWatch
+from hasmb.smb.pair import Probe, probe
 from hasmb.podrt.peers import PeerWatch
 
 A, B = "node-a", "node-b"

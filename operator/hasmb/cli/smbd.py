@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--standby", action="store_true", help="follow the store; serve after takeover")
     p.add_argument("--forward-to", help="HOST:PORT of the owner: relay clients there (standby)")
     p.add_argument("--admin-listen", help="HOST:PORT for GET /status and POST /takeover")
+    p.add_argument("--pair-listen", help="HOST:PORT of this server's pair channel (fencing)")
+    p.add_argument("--partner", help="HOST:PORT of the partner's pair channel (fencing)")
     p.add_argument("--heartbeat-interval", type=float, default=0.5, help="seconds (standby)")
     p.add_argument("--heartbeat-misses", type=int, default=3, help="missed beats before takeover")
     p.add_argument("--no-auto-takeover", action="store_true", help="take over only when told")
@@ -82,6 +84,10 @@ def load_config(args: argparse.Namespace) -> SmbdConfig:
         cfg.owner_epoch = args.owner_epoch
     if args.forward_to:
         cfg.forward_to = args.forward_to
+    if args.pair_listen:
+        cfg.pair_listen = args.pair_listen
+    if args.partner:
+        cfg.partner = args.partner
     if args.users_dir:
         cfg.users_dir = args.users_dir
     if args.witness_listen:

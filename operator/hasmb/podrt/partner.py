@@ -26,33 +26,16 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
 from hasmb.handles import StoreError
 from hasmb.handles.kube_api import KubeApiError
 from hasmb.podrt.lease import LeaseWatch, take_lease
 from hasmb.podrt.peers import PeerWatch
+from hasmb.smb.pair import Probe, probe
 
 log = logging.getLogger("hasmb.podrt.partner")
 
 REASON = "PartnerFailover"
-
-
-class Probe(StrEnum):
-    ALIVE = "alive"
-    DEAD = "dead"  # refused or reset: provably no process listening
-    SILENT = "silent"  # no answer: dead or cut off, cannot tell
-
-
-async def probe(host: str, port: int, limit: float) -> Probe:
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), limit)
-    except (ConnectionRefusedError, ConnectionResetError):
-        return Probe.DEAD
-    except (OSError, TimeoutError):
-        return Probe.SILENT
-    writer.transport.abort()
-    return Probe.ALIVE
 
 
 @dataclass(eq=False)

@@ -43,6 +43,7 @@ def status(
         "expired": ca.stats.expired,
         "replays": ca.stats.replays,
         "storeWrites": ca.stats.persisted,
+        "fence": server.fence.status(),
     }
     if standby is not None:
         out.update(standby.status())

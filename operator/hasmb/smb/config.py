@@ -55,6 +55,10 @@ class SmbdConfig:
     forward_to: str = ""  # forwardTo: HOST:PORT of the owner while this server is not it
     standby: bool = False  # standby: follow the store, serve only after a takeover
     admin_listen: str = ""  # adminListen: HOST:PORT of GET /status, /metrics, POST /takeover
+    # pairListen: HOST:PORT of this server's pair channel (hasmb.smb.pair; in pods
+    # 0.0.0.0:PAIR_PORT by default); partner: the partner's pair channel (standalone)
+    pair_listen: str = ""
+    partner: str = ""
 
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -149,6 +153,8 @@ def from_mapping(data: dict[str, Any]) -> SmbdConfig:
     cfg.forward_to = str(data.get("forwardTo") or "")
     cfg.standby = _bool(data.get("standby", False))
     cfg.admin_listen = str(data.get("adminListen") or "")
+    cfg.pair_listen = str(data.get("pairListen") or "")
+    cfg.partner = str(data.get("partner") or "")
     return cfg
 
 

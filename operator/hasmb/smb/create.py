@@ -70,6 +70,7 @@ from hasmb.smb.constants import (
     Status,
 )
 from hasmb.smb.errors import SmbError, errno_to_status
+from hasmb.smb.fence import Fenced
 from hasmb.smb.fileinfo import (
     XATTR_ATTRS,
     XATTR_BTIME,
@@ -333,7 +334,8 @@ async def _standard_contexts(req: Request, p: CreateParams, op: Open) -> None:
         (size,) = struct.unpack_from("<Q", ctxs[b"AlSi"].data)
         try:
             if size > os.fstat(op.fd).st_size:
-                os.posix_fallocate(op.fd, 0, size)
+                with req.server.fence.mutation("allocate"):
+                    os.posix_fallocate(op.fd, 0, size)
         except OSError:
             pass
     await oplock.grant_on_create(req, p, op)
@@ -429,14 +431,16 @@ async def open_file(req: Request, tree: TreeConnect, p: CreateParams) -> tuple[O
             raise SmbError(Status.CANNOT_DELETE)
         is_dir = bool(p.options & FILE_DIRECTORY_FILE)
         try:
-            if is_dir:
-                os.mkdir(host, 0o777)
-                fd = -1
-            else:
-                fd = os.open(host, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+            with server.fence.mutation("create"):
+                if is_dir:
+                    os.mkdir(host, 0o777)
+                    fd = -1
+                else:
+                    fd = os.open(host, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
             raise SmbError(errno_to_status(exc)) from exc
-        _init_new(host, p.file_attributes, is_dir)
+        with server.fence.mutation("create attributes"):
+            _init_new(host, p.file_attributes, is_dir)
         action = FILE_CREATED
         # the creator gets whatever it asked for on a new file (it owns it)
     else:
@@ -503,10 +507,16 @@ async def open_file(req: Request, tree: TreeConnect, p: CreateParams) -> tuple[O
             _maybe_drop_node(server, node)
             raise SmbError(errno_to_status(exc)) from exc
         if action in (FILE_OVERWRITTEN, FILE_SUPERSEDED):
-            os.ftruncate(fd, 0)
-            # overwrite replaces the attributes; the data changed, so ARCHIVE is set
-            new_attrs = (p.file_attributes & ATTR_SETTABLE) | 0x20
-            set_xattr(host, XATTR_ATTRS, new_attrs.to_bytes(4, "little"))
+            try:
+                with server.fence.mutation("overwrite"):
+                    os.ftruncate(fd, 0)
+                    # overwrite replaces the attributes; the data changed: ARCHIVE is set
+                    new_attrs = (p.file_attributes & ATTR_SETTABLE) | 0x20
+                    set_xattr(host, XATTR_ATTRS, new_attrs.to_bytes(4, "little"))
+            except Fenced:
+                os.close(fd)
+                _maybe_drop_node(server, node)
+                raise
     pid, vid = server.state.new_file_ids()
     op = Open(
         persistent_id=pid,
@@ -579,14 +589,19 @@ async def close_open(
         node.signal_locks()  # blocked LOCKs of this open end; others re-check
     if node is not None and node.delete_pending and not node.opens:
         try:
-            if op.is_directory:
-                os.rmdir(node.path)
-            else:
-                os.unlink(node.path)
+            with server.fence.mutation("delete on close"):
+                if op.is_directory:
+                    os.rmdir(node.path)
+                else:
+                    os.unlink(node.path)
             notify.report(server, op, notify.REMOVED)
         except OSError as exc:
             if exc.errno != errno.ENOENT:
                 log.info("delete on close of %s failed: %s", node.path, exc)
+        except Fenced as exc:
+            # the new owner applies it if the open is persistent; otherwise it is lost
+            # with the connection, as when a server dies before the close
+            log.warning("delete on close of %s not applied: %s", node.path, exc)
 
 
 async def handle_close(req: Request) -> bytes:

@@ -17,6 +17,7 @@ from hasmb.smb.constants import (
     Status,
 )
 from hasmb.smb.errors import SmbError, errno_to_status
+from hasmb.smb.fence import Fence
 from hasmb.smb.request import TAIL_HEADROOM, Registry, Request
 from hasmb.smb.state import Open
 
@@ -135,12 +136,14 @@ async def handle_write(req: Request) -> bytes:
         raise SmbError(Status.DISK_FULL)
     check_lock_conflict(op, offset, length, write=True)
     sync = bool(flags & WRITEFLAG_WRITE_THROUGH or op.create_options & FILE_WRITE_THROUGH)
+    fence = req.server.fence
     try:
         with op.io() as fd:
             if length > THREAD_THRESHOLD or sync:
-                written = await asyncio.to_thread(_pwrite, fd, data, offset, sync)
+                written = await asyncio.to_thread(_pwrite, fence, fd, data, offset, sync)
             else:
-                written = os.pwrite(fd, data, offset)
+                with fence.mutation("WRITE"):
+                    written = os.pwrite(fd, data, offset)
     except OSError as exc:
         raise SmbError(errno_to_status(exc)) from exc
     op.position = offset + written
@@ -167,8 +170,10 @@ def _read_cached(fd: int, buf: memoryview, offset: int) -> int | None:
     return n if n == len(buf) else None
 
 
-def _pwrite(fd: int, data: memoryview, offset: int, sync: bool) -> int:
-    n = os.pwrite(fd, data, offset)
+def _pwrite(fence: Fence, fd: int, data: memoryview, offset: int, sync: bool) -> int:
+    # checked here, in the thread that makes the call: a thread hand-off is no window
+    with fence.mutation("WRITE"):
+        n = os.pwrite(fd, data, offset)
     if sync:
         os.fdatasync(fd)
     return n

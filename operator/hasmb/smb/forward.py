@@ -5,10 +5,19 @@ While another server owns the handle-state store, this one
 - relays every SMB connection arriving on its listen address to the owner
   (`--forward-to HOST:PORT`), byte for byte, as ONTAP forwards over its cluster
   interconnect (indirect access);
-- watches the owner: a heartbeat TCP connect every `heartbeat_interval`.
+- watches the owner: a heartbeat TCP connect every `heartbeat_interval`, and,
+  with a pair channel (`pair`, hasmb.smb.pair), the owner's pings.
 
-It takes over when told (SIGUSR1, or POST /takeover on the admin endpoint) or
-when the owner misses `heartbeat_misses` heartbeats in a row: it raises the
+It takes over when told (SIGUSR1, or POST /takeover on the admin endpoint), when
+the owner refuses `heartbeat_misses` heartbeats in a row (no process listens:
+it cannot write either), when the owner released ownership over the pair
+channel, or when an owner whose authority comes from this standby alone
+(pings with solo=false) stopped being confirmed and the promise ran out. Silence
+alone proves nothing (a frozen owner's kernel still accepts connections; a cut
+off one may still be serving) and never triggers a takeover. A takeover that is
+not proven safe (a request, an owner that stopped pinging) first waits until the
+promise to the owner ran out (hasmb.smb.fence: the owner stopped mutating by
+then). Then it raises the
 store's epoch (fencing the old owner's writes), waits until its follower has
 everything written under the older epochs, adopts those persistent opens as
 disconnected (each with its remaining reclaim window), breaks the forwarded
@@ -23,10 +32,12 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from hasmb.handles import HandleStore, StoreError, StoreFollower
+from hasmb.smb.pair import PairServer, Probe, probe
 
 if TYPE_CHECKING:
     from hasmb.smb.server import SmbServer
@@ -61,6 +72,11 @@ class Standby:
     heartbeat_interval: float = 0.5
     heartbeat_misses: int = 3
     auto_takeover: bool = True
+    # the partner side of the pair channel (promises to the owner), when configured
+    pair: PairServer | None = None
+    # arms the fence once the store is taken (before anything is served); None: a
+    # lone owner with nothing to fence it (standalone without a partner)
+    arm: Callable[[], Awaitable[None]] | None = None
     role: Role = "standby"
     relays: set[Relay] = field(default_factory=set)
     taken_over: asyncio.Event = field(default_factory=asyncio.Event)
@@ -76,6 +92,7 @@ class Standby:
         from hasmb.smb.fileinfo import filetime_now
         from hasmb.smb.server import MAX_PDU
 
+        self.server.fence.revoke("standby: another server owns the volume")
         self._follower = StoreFollower(self.store, retry_delay=0.2)
         self._follower.start()
         self.server.start_time = filetime_now()
@@ -111,12 +128,12 @@ class Standby:
         task.add_done_callback(self._tasks.discard)
 
     def request_takeover(self, reason: str, epoch: int | None = None) -> None:
-        """Take over in the background; `epoch` (from the cluster's ownership record)
-        replaces the configured one."""
+        """Take over in the background (once the owner cannot be writing any more);
+        `epoch` (from the cluster's ownership record) replaces the configured one."""
         if self.role == "standby":
             if epoch is not None:
                 self.epoch = epoch
-            self._spawn(self.take_over(reason))
+            self._spawn(self.take_over(reason, proven=False))
 
     # ------------------------------------------------------------ connections
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -154,43 +171,67 @@ class Standby:
             relay.close()
 
     # ------------------------------------------------------------ failure detection
-    async def _owner_alive(self) -> bool:
+    async def _probe_owner(self) -> Probe:
         assert self.forward_to is not None
-        try:
-            _, w = await asyncio.wait_for(asyncio.open_connection(*self.forward_to), 1.0)
-        except (OSError, TimeoutError):
-            return False
-        w.transport.abort()
-        return True
+        return await probe(*self.forward_to, 1.0)
+
+    def _pair_says(self) -> str | None:
+        """Why the pair channel lets this standby take over, or None."""
+        pair = self.pair
+        if pair is None or pair.promised_to is None:
+            return None
+        node, epoch = pair.promised_to
+        if pair.released_by(node, epoch):
+            return "the owner released ownership"
+        if not pair.owner_solo and pair.lapsed():
+            return "the owner stopped pinging and its confirmation expired"
+        return None
 
     async def _watch_owner(self) -> None:
-        missed = 0
+        refused = 0
+        seen_alive = False
         while self.role == "standby":
-            if await self._owner_alive():
-                missed = 0
-            else:
-                missed += 1
-                log.warning("owner missed heartbeat %d/%d", missed, self.heartbeat_misses)
-                if missed >= self.heartbeat_misses:
-                    await self.take_over("owner heartbeat lost")
+            why = self._pair_says()
+            if why is not None:
+                # not `proven`: a ping may be confirmed before the takeover starts
+                await self.take_over(why)
+                return
+            result = await self._probe_owner()
+            if result is Probe.ALIVE:
+                seen_alive, refused = True, 0
+            elif result is Probe.DEAD and seen_alive:
+                refused += 1
+                log.warning("owner refused heartbeat %d/%d", refused, self.heartbeat_misses)
+                if refused >= self.heartbeat_misses:
+                    await self.take_over("owner refuses connections", proven=True)
                     return
             await asyncio.sleep(self.heartbeat_interval)
 
     async def _check_owner_now(self) -> None:
         for _ in range(self.heartbeat_misses):
-            if await self._owner_alive():
+            if await self._probe_owner() is not Probe.DEAD:
                 return
             await asyncio.sleep(self.heartbeat_interval / 2)
-        await self.take_over("owner unreachable from a forwarded connection")
+        await self.take_over("owner refuses connections from a forwarded client", proven=True)
 
     # ------------------------------------------------------------ takeover
-    async def take_over(self, reason: str) -> None:
+    async def take_over(self, reason: str, proven: bool = False) -> None:
+        """`proven`: no process listens where the owner was (it cannot write); otherwise
+        stop confirming and wait until the promise given to the owner ran out, or it
+        released ownership."""
         async with self._lock:
             if self.role != "standby":
                 return
             started = time.monotonic()
             self.role = "taking-over"
             log.warning("taking over (%s)", reason)
+            if self.pair is not None:
+                node, epoch = self.pair.promised_to or (None, 0)
+                if proven:
+                    self.pair.deny("taking over")
+                else:
+                    how = await self.pair.wait_clear(node, epoch)
+                    log.info("the old owner cannot write any more: %s", how)
             # stop forwarding at once: clients reconnect here and find us serving
             for r in list(self.relays):
                 r.close()
@@ -201,6 +242,8 @@ class Standby:
                 # else owns it; stay a standby (clients retry through us)
                 log.error("takeover failed, staying standby: %s", exc)
                 self.role = "standby"
+                if self.pair is not None:
+                    self.pair.allow()
                 if self.forward_to is not None and self.auto_takeover:
                     self._spawn(self._watch_owner())
                 return
@@ -214,6 +257,10 @@ class Standby:
                 records = await self.store.load_all()
             await self._follower.stop()
             await self.server.ca.attach(self.store, records)
+            if self.arm is not None:
+                await self.arm()
+            else:
+                self.server.fence.unconditional("took over; no partner configured")
             self.role = "owner"
             self.takeover_seconds = time.monotonic() - started
             self.taken_over.set()
@@ -232,6 +279,7 @@ class Standby:
             "followerSynced": bool(self._follower and self._follower.mirror.synced),
             "mirroredOpens": len(self._follower.mirror.records) if self._follower else 0,
             "takeoverSeconds": self.takeover_seconds,
+            **({"pair": self.pair.status()} if self.pair is not None else {}),
         }
 
 

@@ -28,6 +28,7 @@ from hasmb.smb.constants import (
     Status,
 )
 from hasmb.smb.errors import SmbError, errno_to_status
+from hasmb.smb.fence import Fence
 from hasmb.smb.fileinfo import XATTR_ATTRS, set_xattr, stat_meta
 from hasmb.smb.fileio import check_lock_conflict
 from hasmb.smb.request import Registry, Request
@@ -134,7 +135,9 @@ async def copychunk(req: Request, op: Open | None, data: bytes, max_out: int) ->
             check_lock_conflict(target, dst_off, length, write=True)
             try:
                 with source.io() as sfd, target.io() as tfd:
-                    n = await asyncio.to_thread(_copy, sfd, tfd, src_off, dst_off, length)
+                    n = await asyncio.to_thread(
+                        _copy, req.server.fence, sfd, tfd, src_off, dst_off, length
+                    )
             except OSError as exc:
                 raise SmbError(errno_to_status(exc)) from exc
             if n < length:
@@ -147,21 +150,23 @@ async def copychunk(req: Request, op: Open | None, data: bytes, max_out: int) ->
     return struct.pack("<III", done, 0, written)
 
 
-def _copy(src: int, dst: int, src_off: int, dst_off: int, length: int) -> int:
+def _copy(fence: Fence, src: int, dst: int, src_off: int, dst_off: int, length: int) -> int:
     size = os.fstat(src).st_size
     if src_off + length > size:
         return 0
     data = os.pread(src, length, src_off)
-    return os.pwrite(dst, data, dst_off)
+    with fence.mutation("copy chunk"):
+        return os.pwrite(dst, data, dst_off)
 
 
-def _set_attr_bit(op: Open, bit: int, on: bool) -> None:
+def _set_attr_bit(fence: Fence, op: Open, bit: int, on: bool) -> None:
     attrs = stat_meta(op.host_path).attributes & ~0x80
     attrs = (attrs | bit) if on else (attrs & ~bit)
     attrs &= ~0x10
     if attrs == 0:
         attrs = 0x20 if not op.is_directory else 0
-    set_xattr(op.host_path, XATTR_ATTRS, attrs.to_bytes(4, "little"))
+    with fence.mutation("set sparse"):
+        set_xattr(op.host_path, XATTR_ATTRS, attrs.to_bytes(4, "little"))
 
 
 async def set_sparse(req: Request, op: Open | None, data: bytes, max_out: int) -> bytes:
@@ -169,7 +174,7 @@ async def set_sparse(req: Request, op: Open | None, data: bytes, max_out: int) -
     if not f.granted_access & (FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES | FILE_APPEND_DATA):
         raise SmbError(Status.ACCESS_DENIED)
     on = bool(data[0]) if data else True
-    _set_attr_bit(f, ATTR_SPARSE_FILE, on)
+    _set_attr_bit(req.server.fence, f, ATTR_SPARSE_FILE, on)
     return b""
 
 
@@ -187,18 +192,20 @@ def _punch_hole(fd: int, offset: int, length: int) -> bool:
     return int(res) == 0
 
 
-def _zero_range(fd: int, offset: int, end: int) -> None:
+def _zero_range(fence: Fence, fd: int, offset: int, end: int) -> None:
     size = os.fstat(fd).st_size
     end = min(end, size)
     if end <= offset:
         return
-    if _punch_hole(fd, offset, end - offset):
-        return
+    with fence.mutation("zero data"):
+        if _punch_hole(fd, offset, end - offset):
+            return
     step = 1024 * 1024
     pos = offset
     while pos < end:
         n = min(step, end - pos)
-        os.pwrite(fd, b"\x00" * n, pos)
+        with fence.mutation("zero data"):
+            os.pwrite(fd, b"\x00" * n, pos)
         pos += n
 
 
@@ -214,7 +221,7 @@ async def set_zero_data(req: Request, op: Open | None, data: bytes, max_out: int
     check_lock_conflict(f, offset, beyond - offset, write=True)
     try:
         with f.io() as fd:
-            await asyncio.to_thread(_zero_range, fd, offset, beyond)
+            await asyncio.to_thread(_zero_range, req.server.fence, fd, offset, beyond)
     except OSError as exc:
         raise SmbError(errno_to_status(exc)) from exc
     return b""

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hasmb.handles import HandleStore, StoreError, open_store
+from hasmb.smb.pair import PairClient, PairServer
 
 if TYPE_CHECKING:
     from hasmb.smb.config import SmbdConfig
@@ -81,6 +84,24 @@ async def watch_epoch(server: SmbServer, store: HandleStore, interval: float) ->
             return
 
 
+def standalone_pair(server: SmbServer, cfg: SmbdConfig) -> PairClient | None:
+    """A standalone owner with `partner`: unconditional until the partner first
+    confirms it, then only as long as the partner confirms (or refuses: no partner
+    process runs). The pair has no arbiter like the pods' Lease, so an owner cut off
+    from a live partner stops when the promise runs out (docs, "Fencing")."""
+    if not cfg.partner:
+        return None
+    fence = server.fence
+    return PairClient(
+        fence,
+        owner_name(cfg),
+        0,
+        lambda: _host_port(cfg.partner),
+        refusal_grants=True,
+        solo=lambda: fence.holding and math.isinf(fence.deadline),
+    )
+
+
 async def run(server: SmbServer, cfg: SmbdConfig, opts: CaOptions, drain_timeout: float) -> int:
     from hasmb.smb.admin import serve_admin
     from hasmb.smb.forward import Standby
@@ -90,7 +111,9 @@ async def run(server: SmbServer, cfg: SmbdConfig, opts: CaOptions, drain_timeout
     loop = asyncio.get_running_loop()
     store: HandleStore | None = None
     standby: Standby | None = None
-    tasks: list[asyncio.Task[None]] = []
+    pair: PairServer | None = None
+    client = standalone_pair(server, cfg)
+    tasks: list[asyncio.Task[None]] = [loop.create_task(server.fence.watch())]
     if cfg.forward_to or opts.standby:
         if not cfg.state:
             raise ValueError("a standby needs --state")
@@ -105,6 +128,22 @@ async def run(server: SmbServer, cfg: SmbdConfig, opts: CaOptions, drain_timeout
             heartbeat_misses=opts.heartbeat_misses,
             auto_takeover=opts.auto_takeover,
         )
+        if cfg.pair_listen:
+            sb = standby
+            pair = PairServer(
+                may_confirm=lambda node, epoch: None if sb.role == "standby" else sb.role,
+                peer_allowed=lambda ip: sb.forward_to is None or ip == sb.forward_to[0],
+            )
+            await pair.start(*_host_port(cfg.pair_listen))
+            standby.pair = pair
+
+        async def arm() -> None:
+            server.fence.unconditional("took over")
+            if client is not None:
+                client.epoch = (store.epoch or 0) if store is not None else 0
+                client.start()
+
+        standby.arm = arm
         await standby.start(host, port)
         loop.add_signal_handler(signal.SIGUSR1, standby.request_takeover, "SIGUSR1")
     else:
@@ -113,6 +152,9 @@ async def run(server: SmbServer, cfg: SmbdConfig, opts: CaOptions, drain_timeout
             store = await own_store(
                 server, cfg.state, owner=owner_name(cfg), epoch=cfg.owner_epoch or None
             )
+        if client is not None:
+            client.epoch = (store.epoch or 0) if store is not None else 0
+            client.start()
         await server.start(host, port)
         # an owner has nothing to take over; SIGUSR1 must not kill it
         loop.add_signal_handler(signal.SIGUSR1, log.info, "SIGUSR1: already the owner")
@@ -123,16 +165,36 @@ async def run(server: SmbServer, cfg: SmbdConfig, opts: CaOptions, drain_timeout
         tasks.append(loop.create_task(watch_epoch(server, store, opts.epoch_check)))
     stop = asyncio.Event()
     server.install_signal_handlers(stop)
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.ca.fenced.wait())]
+    waits = [
+        asyncio.ensure_future(stop.wait()),
+        asyncio.ensure_future(server.ca.fenced.wait()),
+        asyncio.ensure_future(server.fence.lapsed.wait()),
+    ]
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     for w in waits:
         w.cancel()
-    fenced = server.ca.fenced.is_set()
+    fenced = server.ca.fenced.is_set() or server.fence.lapsed.is_set()
+    if fenced:
+        # no mutation from here on (a lapse already revoked it); abort every client
+        # so nothing that sat in a socket buffer is answered by this process
+        server.fence.revoke(server.fence.lapse_reason or "fenced by a newer owner")
+        for c in list(server.connections):
+            c.writer.transport.abort()
     log.info("draining (up to %.0f s)", 0 if fenced else drain_timeout)
     for t in tasks:
         t.cancel()
     if admin is not None:
         admin.close()
+    if client is not None:
+        # Whatever stopped us, no mutation follows: say so, and the partner takes over
+        # without waiting for its promise to run out (a lapsed owner that merely
+        # stopped pinging would leave it confirming a server that serves nothing).
+        server.fence.revoke("stopping" if not fenced else "fenced")
+        await server.fence.quiesce()
+        await client.release()
+        await client.stop()
+    if pair is not None:
+        await pair.stop()
     if standby is not None:
         await standby.stop()
     await server.stop(0 if fenced else drain_timeout)
@@ -140,4 +202,7 @@ async def run(server: SmbServer, cfg: SmbdConfig, opts: CaOptions, drain_timeout
     if store is not None:
         with contextlib.suppress(StoreError):
             await store.close()
+    # the fence's timeline on CLOCK_BOOTTIME (one clock for every process of a
+    # machine): tests compare an old owner's last mutation with its successor's start
+    log.warning("fence at exit: %s", json.dumps(server.fence.status()))
     return FENCED_EXIT if fenced else 0

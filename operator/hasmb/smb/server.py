@@ -45,6 +45,7 @@ from hasmb.smb.constants import (
     Status,
 )
 from hasmb.smb.errors import SmbError
+from hasmb.smb.fence import Fence, Fenced
 from hasmb.smb.framing import FrameReader, read_stream_frame
 from hasmb.smb.header import (
     HEADER_SIZE,
@@ -388,6 +389,10 @@ class SmbServer:
         self._server: asyncio.AbstractServer | None = None
         self.start_time = 0
         self.draining = False
+        # the data-path fence (hasmb.smb.fence): a lone server owns its volume for good;
+        # a standby revokes it, a takeover arms it with grants from the Lease or partner
+        self.fence = Fence()
+        self.fence.unconditional()
         # async def hook(req, params, open) run after every successful CREATE (CA adds its own)
         self.create_hooks: list[Any] = []
         from hasmb.smb.persistence import ContinuousAvailability
@@ -493,6 +498,15 @@ class SmbServer:
                 self.check_tree(req)
             self.check_channel_sequence(req)
             return await spec.handler(req)
+        except Fenced as exc:
+            # No reply: a refusal would be an error the application sees, while a
+            # dropped connection makes the client replay the request to the new owner.
+            log.warning(
+                "%s %s: %s; dropping the connection", ch.conn.peer, _cmd_name(h.command), exc
+            )
+            ch.writer.transport.abort()
+            req.status = Status.NETWORK_NAME_DELETED
+            return error_body()
         except SmbError as err:
             req.status = err.status
             if h.command == Command.CREATE:

@@ -23,6 +23,7 @@ from hasmb.smb.constants import (
     Status,
 )
 from hasmb.smb.errors import SmbError, errno_to_status
+from hasmb.smb.fence import Fence
 from hasmb.smb.fileinfo import (
     XATTR_ATTRS,
     XATTR_BTIME,
@@ -76,6 +77,8 @@ async def handle_set_info(req: Request) -> bytes:
     data = req.buffer(offset, length)
     if len(data) != length:
         raise SmbError(Status.INVALID_PARAMETER)
+    # every SET_INFO changes what the new owner must see: none starts unfenced
+    req.server.fence.check("SET_INFO")
     if info_type == INFO_FILE:
         if op.tree.share.config.read_only and cls != FilePositionInformation:
             raise SmbError(Status.ACCESS_DENIED)
@@ -100,7 +103,7 @@ async def set_file_info(req: Request, op: Open, cls: int, data: bytes) -> None:
     if minimum is not None and len(data) < minimum:
         raise SmbError(Status.INFO_LENGTH_MISMATCH)
     if cls == FileBasicInformation:
-        _set_basic(op, data)
+        _set_basic(req.server.fence, op, data)
     elif cls in (FileRenameInformation, FileRenameInformationEx):
         await _rename(req, op, data, ex=cls == FileRenameInformationEx)
     elif cls == FileDispositionInformation:
@@ -116,7 +119,7 @@ async def set_file_info(req: Request, op: Open, cls: int, data: bytes) -> None:
             raise SmbError(Status.INVALID_PARAMETER)
         op.mode = mode
     elif cls in (FileEndOfFileInformation, FileAllocationInformation):
-        _set_size(op, data, allocation=cls == FileAllocationInformation)
+        _set_size(req.server.fence, op, data, allocation=cls == FileAllocationInformation)
         from hasmb.smb import oplock
 
         oplock.on_write(req.server, op)
@@ -131,7 +134,7 @@ async def set_file_info(req: Request, op: Open, cls: int, data: bytes) -> None:
         raise SmbError(Status.INVALID_INFO_CLASS)
 
 
-def _set_basic(op: Open, data: bytes) -> None:
+def _set_basic(fence: Fence, op: Open, data: bytes) -> None:
     if not op.granted_access & FILE_WRITE_ATTRIBUTES:
         raise SmbError(Status.ACCESS_DENIED)
     creation, access, write, _change, attrs = struct.unpack_from("<qqqqI", data)
@@ -142,15 +145,18 @@ def _set_basic(op: Open, data: bytes) -> None:
             raise SmbError(Status.INVALID_PARAMETER)
         keep = stat_meta(op.host_path).attributes & 0x200  # sparse stays as it was
         new = (attrs & ATTR_SETTABLE) | keep
-        set_xattr(op.host_path, XATTR_ATTRS, new.to_bytes(4, "little"))
+        with fence.mutation("set attributes"):
+            set_xattr(op.host_path, XATTR_ATTRS, new.to_bytes(4, "little"))
     if creation > 0:
-        set_xattr(op.host_path, XATTR_BTIME, creation.to_bytes(8, "little"))
+        with fence.mutation("set creation time"):
+            set_xattr(op.host_path, XATTR_BTIME, creation.to_bytes(8, "little"))
     if access > 0 or write > 0:
         st = os.stat(op.host_path)
         atime = filetime_to_ns(access) if access > 0 else st.st_atime_ns
         mtime = filetime_to_ns(write) if write > 0 else st.st_mtime_ns
         try:
-            os.utime(op.host_path, ns=(atime, mtime))
+            with fence.mutation("set times"):
+                os.utime(op.host_path, ns=(atime, mtime))
         except OSError as exc:
             raise SmbError(errno_to_status(exc)) from exc
 
@@ -179,7 +185,7 @@ def _set_disposition(req: Request, op: Open, delete: bool) -> None:
         notify.delete_pending(req.server, node)
 
 
-def _set_size(op: Open, data: bytes, allocation: bool) -> None:
+def _set_size(fence: Fence, op: Open, data: bytes, allocation: bool) -> None:
     if not op.granted_access & (FILE_WRITE_DATA | FILE_APPEND_DATA):
         raise SmbError(Status.ACCESS_DENIED)
     if op.is_directory:
@@ -189,10 +195,9 @@ def _set_size(op: Open, data: bytes, allocation: bool) -> None:
         raise SmbError(Status.INVALID_PARAMETER)
     try:
         current = os.fstat(op.fd).st_size
-        if allocation:
-            if size < current:
-                os.ftruncate(op.fd, size)
-        else:
+        if allocation and size >= current:
+            return
+        with fence.mutation("set size"):
             os.ftruncate(op.fd, size)
     except OSError as exc:
         raise SmbError(errno_to_status(exc)) from exc
@@ -246,7 +251,8 @@ def _do_rename(req: Request, op: Open, parts: list[str], replace: bool) -> None:
             if other is not op and not other.share_access & 0x4:
                 raise SmbError(Status.SHARING_VIOLATION)
     try:
-        os.rename(old_host, new_host)
+        with req.server.fence.mutation("rename"):
+            os.rename(old_host, new_host)
     except OSError as exc:
         raise SmbError(errno_to_status(exc)) from exc
     new_smb = paths.smb_name(parts)

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from hasmb.smb.constants import Command
 
 if TYPE_CHECKING:
+    from hasmb.smb.fence import Fence
     from hasmb.smb.request import Request
     from hasmb.smb.server import SmbServer
     from hasmb.smb.state import Open, Share
@@ -113,6 +114,17 @@ def _camel(name: str) -> str:
 
 
 _Sig = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+# Fence.mutation or _unfenced: wraps each write to the destination (hasmb.smb.fence)
+_Guard = Callable[[str], contextlib.AbstractContextManager[None]]
+
+
+def _unfenced(what: str) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def _makedirs(m: _Guard, path: str) -> None:
+    with m("volume move: create the destination"):
+        os.makedirs(path, 0o755, exist_ok=True)
 
 
 @dataclass(eq=False)
@@ -296,7 +308,7 @@ class VolumeMoves:
     async def _run(self, mv: ShareMove) -> None:
         p = mv.progress
         try:
-            await asyncio.to_thread(os.makedirs, mv.destination, 0o755, True)
+            await asyncio.to_thread(_makedirs, self.server.fence.mutation, mv.destination)
             for _ in range(MAX_PASSES):
                 copied = await self._pass(mv)
                 if copied < CONVERGED_BYTES:
@@ -330,7 +342,7 @@ class VolumeMoves:
         dirty, mv.dirty = mv.dirty, {}
         t0 = time.monotonic()
         nbytes, nfiles = await asyncio.to_thread(
-            sync_tree, mv.source, mv.destination, mv.copied, dirty
+            sync_tree, mv.source, mv.destination, mv.copied, dirty, self.server.fence
         )
         p = mv.progress
         p.copy_seconds += time.monotonic() - t0
@@ -446,12 +458,16 @@ def _sig(st: os.stat_result) -> _Sig:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def _copy_meta(src: str, dst: str, st: os.stat_result) -> None:
+def _copy_meta(m: _Guard, src: str, dst: str, st: os.stat_result) -> None:
     for name in _listxattr(src):
         with contextlib.suppress(OSError):
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False))
-    os.chmod(dst, stat.S_IMODE(st.st_mode))
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+            value = os.getxattr(src, name, follow_symlinks=False)
+            with m("volume move: copy attributes"):
+                os.setxattr(dst, name, value)
+    with m("volume move: copy mode"):
+        os.chmod(dst, stat.S_IMODE(st.st_mode))
+    with m("volume move: copy times"):
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _listxattr(path: str) -> list[str]:
@@ -461,19 +477,21 @@ def _listxattr(path: str) -> list[str]:
         return []
 
 
-def _copy_whole(src: str, dst: str, size: int) -> None:
+def _copy_whole(m: _Guard, src: str, dst: str, size: int) -> None:
     sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     try:
-        dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with m("volume move: create copy"):
+            dfd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         try:
             done = 0
             while True:
                 try:
-                    n = os.copy_file_range(sfd, dfd, 1 << 26, done, done)
+                    with m("volume move: copy"):
+                        n = os.copy_file_range(sfd, dfd, 1 << 26, done, done)
                 except OSError as exc:
                     if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
                         raise
-                    n = _copy_plain(sfd, dfd, done)
+                    n = _copy_plain(m, sfd, dfd, done)
                 if n == 0:
                     break
                 done += n
@@ -483,14 +501,15 @@ def _copy_whole(src: str, dst: str, size: int) -> None:
         os.close(sfd)
 
 
-def _copy_plain(sfd: int, dfd: int, offset: int) -> int:
+def _copy_plain(m: _Guard, sfd: int, dfd: int, offset: int) -> int:
     data = os.pread(sfd, 1 << 20, offset)
     if data:
-        os.pwrite(dfd, data, offset)
+        with m("volume move: copy"):
+            os.pwrite(dfd, data, offset)
     return len(data)
 
 
-def _copy_ranges(src: str, dst: str, ranges: list[tuple[int, int]]) -> int:
+def _copy_ranges(m: _Guard, src: str, dst: str, ranges: list[tuple[int, int]]) -> int:
     sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
     try:
         dfd = os.open(dst, os.O_WRONLY | os.O_NOFOLLOW)
@@ -502,10 +521,13 @@ def _copy_ranges(src: str, dst: str, ranges: list[tuple[int, int]]) -> int:
                     data = os.pread(sfd, min(end - pos, 1 << 20), pos)
                     if not data:
                         break  # the file shrank; the truncate below settles it
-                    os.pwrite(dfd, data, pos)
+                    with m("volume move: copy"):
+                        os.pwrite(dfd, data, pos)
                     pos += len(data)
                     total += len(data)
-            os.ftruncate(dfd, os.fstat(sfd).st_size)
+            size = os.fstat(sfd).st_size
+            with m("volume move: truncate copy"):
+                os.ftruncate(dfd, size)
             return total
         finally:
             os.close(dfd)
@@ -524,23 +546,31 @@ def _merge(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _remove(path: str) -> None:
+def _remove(m: _Guard, path: str) -> None:
     st = os.lstat(path)
     if stat.S_ISDIR(st.st_mode):
         for name in os.listdir(path):
-            _remove(os.path.join(path, name))
-        os.rmdir(path)
+            _remove(m, os.path.join(path, name))
+        with m("volume move: remove"):
+            os.rmdir(path)
     else:
-        os.unlink(path)
+        with m("volume move: remove"):
+            os.unlink(path)
 
 
 def sync_tree(
-    source: str, destination: str, copied: dict[str, _Sig], dirty: dict[str, _Dirty]
+    source: str,
+    destination: str,
+    copied: dict[str, _Sig],
+    dirty: dict[str, _Dirty],
+    fence: Fence | None = None,
 ) -> tuple[int, int]:
     """One copy pass: make `destination` equal `source`. `copied` holds each file's
     signature as of its last copy (taken before copying, so a change during the
-    copy shows up next pass); `dirty` names files the hooks saw change.
-    Returns (bytes copied, files copied)."""
+    copy shows up next pass); `dirty` names files the hooks saw change. Every
+    write to `destination` is fenced (the server passes its fence; None is for
+    tests of the copy alone). Returns (bytes copied, files copied)."""
+    m: _Guard = fence.mutation if fence is not None else _unfenced
     nbytes = nfiles = 0
     seen: set[str] = set()
     dirs: list[tuple[str, str, os.stat_result]] = []
@@ -556,12 +586,13 @@ def sync_tree(
             continue  # removed while we walked; the next pass sees the parent
         if not os.path.isdir(ddir):
             with contextlib.suppress(FileNotFoundError):
-                _remove(ddir)
-            os.mkdir(ddir)
+                _remove(m, ddir)
+            with m("volume move: mkdir"):
+                os.mkdir(ddir)
         dirs.append((sdir, ddir, dir_st))
         for name in os.listdir(ddir):
             if name not in entries and (rel_dir or name not in _NOT_COPIED):
-                _remove(os.path.join(ddir, name))
+                _remove(m, os.path.join(ddir, name))
                 copied.pop(os.path.join(rel_dir, name), None)
         for name, entry in entries.items():
             rel = os.path.join(rel_dir, name)
@@ -573,39 +604,41 @@ def sync_tree(
             seen.add(rel)
             if stat.S_ISDIR(st.st_mode):
                 if os.path.lexists(dpath) and not os.path.isdir(dpath):
-                    _remove(dpath)
+                    _remove(m, dpath)
                 stack.append(rel)
                 continue
             d = dirty.get(rel)
             sig = _sig(st)
             if os.path.lexists(dpath) and os.path.isdir(dpath) and not os.path.islink(dpath):
-                _remove(dpath)
+                _remove(m, dpath)
             if stat.S_ISLNK(st.st_mode):
                 if copied.get(rel) != sig:
-                    with contextlib.suppress(FileNotFoundError):
+                    with contextlib.suppress(FileNotFoundError), m("volume move: remove"):
                         os.unlink(dpath)
-                    os.symlink(os.readlink(spath), dpath)
+                    target = os.readlink(spath)
+                    with m("volume move: symlink"):
+                        os.symlink(target, dpath)
                     copied[rel] = sig
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
             try:
                 if copied.get(rel) is None or not os.path.exists(dpath) or (d and d.whole):
-                    _copy_whole(spath, dpath, st.st_size)
+                    _copy_whole(m, spath, dpath, st.st_size)
                     nbytes += st.st_size
                 elif copied[rel] != sig or d is not None:
                     same_file = copied[rel][3] == sig[3]
                     if d is not None and same_file:
                         # every data change since the last copy went through a hook
-                        nbytes += _copy_ranges(spath, dpath, d.ranges)
+                        nbytes += _copy_ranges(m, spath, dpath, d.ranges)
                     elif d is None and same_file and copied[rel][:2] == sig[:2]:
                         pass  # only ctime moved (metadata): copied below
                     else:
-                        _copy_whole(spath, dpath, st.st_size)
+                        _copy_whole(m, spath, dpath, st.st_size)
                         nbytes += st.st_size
                 else:
                     continue
-                _copy_meta(spath, dpath, st)
+                _copy_meta(m, spath, dpath, st)
             except FileNotFoundError:
                 continue  # removed meanwhile; the next pass removes the copy
             copied[rel] = sig
@@ -614,7 +647,7 @@ def sync_tree(
         del copied[rel]
     for sdir, ddir, st in reversed(dirs):  # after their content, which changes mtime
         with contextlib.suppress(FileNotFoundError):
-            _copy_meta(sdir, ddir, st)
+            _copy_meta(m, sdir, ddir, st)
     return nbytes, nfiles
 
 

@@ -1,0 +1,234 @@
+"""The data-path fence: a server mutates the volume only while it is sure it owns it.
+
+The handle store refuses a stale epoch, but nothing below hasmb-smbd fences the
+data on a shared RWX volume: a process that froze (SIGSTOP, a cgroup freeze, a VM
+stall) and thawed after its partner took over would otherwise execute the WRITE
+still waiting in its socket buffer and put an old block over a newer one.
+
+So ownership is a deadline on this process's own clock (CLOCK_BOOTTIME: it keeps
+counting while the process, its cgroup or the whole machine is stopped or
+suspended; CLOCK_MONOTONIC does not count a suspend). Grants extend it, each
+computed from the moment its request was *sent* (so a grant that arrives late,
+after a freeze, is already expired); the partner promises not to take over
+until the same span has passed from when it *received* the request, which is
+later. Every mutating system call (write, truncate, create, rename, unlink,
+set attributes or times, allocate, punch hole, copy) runs inside `mutation()`,
+in the thread that makes the call: the deadline is checked immediately before
+it, and again right after (a call that finished past the deadline is counted
+and logged as critical: the one window left, a freeze between the check and
+the kernel entering the call, never stays silent). The rule and the timing
+argument: docs/continuous-availability.md "Fencing".
+
+A lapse is final for the holding: the server stops serving (the caller decides
+how: exit 3, or hand over), and only `hold()` after a new ownership decision
+arms the fence again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+log = logging.getLogger("hasmb.smb.fence")
+
+
+def now() -> float:
+    """Seconds on CLOCK_BOOTTIME: elapsed real time, suspend and freezes included."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class Fenced(Exception):
+    """This server may not mutate the volume: it does not own it, or cannot be sure.
+
+    Raised before any system call was made. A request that meets it gets no
+    reply: its connection is aborted, so the client replays to the new owner.
+    """
+
+
+@dataclass(eq=False)
+class Fence:
+    deadline: float = -math.inf  # CLOCK_BOOTTIME; +inf: unconditional (a lone owner)
+    holding: bool = False
+    source: str = "standby"  # what the last grant came from (for logs and /status)
+    refused: int = 0  # mutations refused by the fence
+    late: int = 0  # mutations that completed after the deadline (see module doc)
+    mutations: int = 0
+    first_mutation: float = 0.0  # CLOCK_BOOTTIME of this holding's first mutation
+    last_mutation: float = 0.0  # ... and of the end of its last one
+    held_since: float = 0.0
+    lapsed: asyncio.Event = field(default_factory=asyncio.Event)
+    lapse_reason: str = ""
+    _inflight: int = 0
+    _waiting: bool = False
+    _drained: asyncio.Event = field(default_factory=asyncio.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------ decisions
+    def hold(self, until: float, source: str) -> None:
+        """Start a holding (this server became the owner) with a first grant."""
+        with self._lock:
+            self.holding = True
+            self.deadline = until
+            self.source = source
+            self.held_since = now()
+            self.first_mutation = self.last_mutation = 0.0
+            self.lapse_reason = ""
+        self.lapsed.clear()
+        self._bind_loop()
+        log.info("fence armed (%s), valid %.2f s", source, until - now())
+
+    def unconditional(self, source: str = "lone owner") -> None:
+        """An owner nothing else can take over from (no partner configured)."""
+        self.hold(math.inf, source)
+
+    def grant(self, until: float, source: str) -> bool:
+        """Extend the holding to `until` (never shortens it). False: it had lapsed."""
+        with self._lock:
+            if not self.holding:
+                return False
+            if now() >= self.deadline:
+                self._lapse_locked(f"authority expired before a grant from {source} arrived")
+                return False
+            if until > self.deadline:
+                self.deadline = until
+                self.source = source
+        return True
+
+    def narrow(self, until: float, source: str) -> None:
+        """Give up an unconditional holding for a bounded one (a standalone owner whose
+        partner just confirmed it for the first time: from now on only grants count)."""
+        with self._lock:
+            if self.holding:
+                self.deadline = until
+                self.source = source
+
+    def revoke(self, why: str) -> None:
+        """Stop mutating now (handover, self-fencing, shutdown). Mutations already past
+        their check finish; `quiesce()` waits for them."""
+        with self._lock:
+            was = self.holding
+            self.holding = False
+            self.deadline = -math.inf
+            self.source = why
+        if was:
+            log.warning("fence revoked: %s", why)
+
+    async def quiesce(self, limit: float = 5.0) -> bool:
+        """Wait until no mutation is between its check and its end; True when none is."""
+        self._bind_loop()
+        with self._lock:
+            if not self._inflight:
+                return True
+            self._drained.clear()
+            self._waiting = True
+        try:
+            await asyncio.wait_for(self._drained.wait(), limit)
+        except TimeoutError:
+            log.error("%d mutation(s) still running %.1f s after the revoke", self._inflight, limit)
+        finally:
+            self._waiting = False
+        return self._inflight == 0
+
+    def remaining(self) -> float:
+        return self.deadline - now()
+
+    def valid(self) -> bool:
+        return self.holding and now() < self.deadline
+
+    # ------------------------------------------------------------ the check
+    @contextlib.contextmanager
+    def mutation(self, what: str) -> Iterator[None]:
+        """Wrap exactly one mutating system call (any thread)."""
+        with self._lock:
+            t = now()
+            if not self.holding or t >= self.deadline:
+                self.refused += 1
+                if self.holding:
+                    self._lapse_locked(f"authority expired ({self.source}) before {what}")
+                raise Fenced(f"{what} refused: not the owner ({self.source})")
+            self._inflight += 1
+            if not self.first_mutation:
+                self.first_mutation = t
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._inflight -= 1
+                if not self._inflight and self._waiting:
+                    self._call_soon(self._drained.set)
+                t = now()
+                self.last_mutation = t
+                self.mutations += 1
+                # a revoke meanwhile is planned (quiesce waits for this call); a lapse
+                # meanwhile, or a deadline passed during the call, is the residual window
+                if (self.holding and t >= self.deadline) or (
+                    not self.holding and self.lapse_reason
+                ):
+                    self.late += 1
+                    log.critical(
+                        "%s completed %.3f s after this server's authority ended (%s): "
+                        "it may have landed after a new owner served",
+                        what,
+                        t - self.deadline if self.holding else math.nan,
+                        self.source,
+                    )
+                    if self.holding:
+                        self._lapse_locked(f"{what} outlived the authority")
+
+    def check(self, what: str) -> None:
+        """For steps that are not one system call but must not start unfenced."""
+        with self.mutation(what):
+            pass
+
+    # ------------------------------------------------------------ lapse
+    async def watch(self) -> None:
+        """Fire `lapsed` when the deadline passes without a new grant."""
+        self._bind_loop()
+        while True:
+            left = self.deadline - now() if self.holding else math.inf
+            if self.holding and left <= 0:
+                with self._lock:
+                    if self.holding and now() >= self.deadline:
+                        self._lapse_locked(f"no grant renewed it ({self.source})")
+                continue
+            await asyncio.sleep(min(max(left, 0.001), 0.05))
+
+    def _lapse_locked(self, why: str) -> None:
+        self.holding = False
+        self.deadline = -math.inf
+        if not self.lapse_reason:
+            self.lapse_reason = why
+            log.critical("fence lapsed: %s: no mutation from here on", why)
+        self._call_soon(self.lapsed.set)
+
+    def _call_soon(self, fn: Callable[[], None]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn)
+
+    def _bind_loop(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self._loop = asyncio.get_running_loop()
+
+    def status(self) -> dict[str, object]:
+        left = self.deadline - now()
+        return {
+            "holding": self.holding,
+            "validSeconds": (None if math.isinf(left) and left > 0 else round(max(left, 0.0), 3)),
+            "source": self.source,
+            "refused": self.refused,
+            "late": self.late,
+            "mutations": self.mutations,
+            "firstMutation": self.first_mutation,
+            "lastMutation": self.last_mutation,
+            "heldSince": self.held_since,
+            "lapse": self.lapse_reason,
+        }
