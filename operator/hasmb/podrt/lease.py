@@ -12,6 +12,14 @@ renewTime is no earlier than that). The operator waits for renewTime +
 leaseDurationSeconds before it takes a possibly-alive holder's SVM away, so a
 holder that has not renewed for `fence_fraction` of the duration stops serving
 with (1 - fence_fraction) of it to spare for closing connections and clock skew.
+
+With a fence (hasmb.smb.fence), every renewal says where the owner's authority
+comes from, in the annotation hasmb.io/fencing: `lease` -- the renewal grants the
+owner `fence_fraction` of the duration from its send time, and a partner waits a
+whole duration after it saw the renewal; or `partner` -- the owner serves on its
+partner's confirmations (hasmb.smb.pair) and the renewal grants nothing, so the
+partner may take over as soon as its own promise ran out and no `lease` renewal
+was seen for a duration. docs/continuous-availability.md "Fencing".
 """
 
 from __future__ import annotations
@@ -27,9 +35,14 @@ from typing import Any
 from hasmb.controller.render import ANN_EPOCH, ANN_REASON, micro_time, read_ownership
 from hasmb.handles import StoreError
 from hasmb.handles.kube_api import KubeApi, KubeApiError
+from hasmb.smb import fence as fence_clock
+from hasmb.smb.fence import Fence
 from hasmb.tasks import cancel_and_wait
 
 log = logging.getLogger("hasmb.podrt.lease")
+
+ANN_FENCING = "hasmb.io/fencing"
+LEASE_MODE, PARTNER_MODE = "lease", "partner"
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
 
@@ -42,12 +55,15 @@ class LeaseView:
     duration: float
     resource_version: str
     renewed: float | None = None  # spec.renewTime as written (the writer's clock)
+    fencing: str = LEASE_MODE  # hasmb.io/fencing of the last write (absent: lease)
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> LeaseView:
         own = read_ownership(body)
-        rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        return cls(own.holder, own.epoch, own.reason, own.duration, rv, own.renewed)
+        md = body.get("metadata") or {}
+        rv = str(md.get("resourceVersion") or "")
+        mode = str((md.get("annotations") or {}).get(ANN_FENCING) or LEASE_MODE)
+        return cls(own.holder, own.epoch, own.reason, own.duration, rv, own.renewed, mode)
 
 
 @dataclass(eq=False)
@@ -62,6 +78,9 @@ class LeaseWatch:
     # local monotonic time at which holder, epoch or renewTime was last seen to change:
     # a standby judges the Lease's expiry on its own clock from there (no clock skew)
     progressed: float = field(default_factory=time.monotonic)
+    # CLOCK_BOOTTIME at which a write granting the holder authority by itself (fencing
+    # `lease`) was last seen, or this watch (re)listed and may have missed one
+    grant_seen: float = field(default_factory=fence_clock.now)
     _task: asyncio.Task[None] | None = None
 
     @property
@@ -78,6 +97,7 @@ class LeaseWatch:
             # a pod is Ready once it listens -- so wait as a standby without an owner
             # (forwarding nowhere) instead of exiting; the watch sees the Lease appear.
             body = {}
+        self.grant_seen = fence_clock.now()  # a lease-mode renewal may have gone unseen
         return self.observe(body)
 
     def observe(self, body: dict[str, Any]) -> LeaseView:
@@ -95,6 +115,8 @@ class LeaseWatch:
             view.renewed,
         ):
             self.progressed = time.monotonic()
+            if view.fencing != PARTNER_MODE or old is None or old.holder != view.holder:
+                self.grant_seen = fence_clock.now()
         if old is None or (old.holder, old.epoch) != (view.holder, view.epoch):
             self.changed.set()
         return view
@@ -107,6 +129,12 @@ class LeaseWatch:
         """
         view = self.current
         return view is not None and time.monotonic() - self.progressed > view.duration
+
+    def grant_lapsed(self) -> bool:
+        """No write that granted the holder authority by itself (fencing `lease`) was
+        seen for a whole duration: whatever it granted has run out."""
+        view = self.current
+        return view is not None and fence_clock.now() - self.grant_seen > view.duration
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -155,6 +183,11 @@ class LeaseRenewer:
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     # Extra annotations written with every renewal (the owner's persistent-handle count).
     annotations: Callable[[], dict[str, str]] | None = None
+    # With a fence: `lease` renewals grant it fence_fraction of the duration from their
+    # send time, and a lapse of the fence (not `expired`) ends the holding.
+    fence: Fence | None = None
+    mode: Callable[[], str] = lambda: LEASE_MODE
+    wake: asyncio.Event | None = None  # renew at once (the partner stopped confirming)
     _task: asyncio.Task[None] | None = None
 
     def deadline(self, duration: float) -> float:
@@ -166,15 +199,21 @@ class LeaseRenewer:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
 
-    async def renew_once(self) -> None:
-        """One CAS on renewTime; raises LeaseLost, KubeApiError or StoreError."""
+    async def renew_once(self, mode: str | None = None) -> float:
+        """One CAS on renewTime; raises LeaseLost, KubeApiError or StoreError. Returns
+        its send time on CLOCK_BOOTTIME (what a `lease` grant counts from)."""
         view = self.watch.current
         if view is None or view.holder != self.holder or view.epoch != self.epoch:
             raise LeaseLost(f"lease is {view}")
         sent = time.monotonic()
+        sent_boot = fence_clock.now()
+        mode = mode or (self.mode() if self.fence is not None else LEASE_MODE)
         metadata: dict[str, Any] = {"resourceVersion": view.resource_version}
-        if self.annotations is not None:
-            metadata["annotations"] = self.annotations()
+        annotations = dict(self.annotations()) if self.annotations is not None else {}
+        if self.fence is not None:
+            annotations[ANN_FENCING] = mode
+        if annotations:
+            metadata["annotations"] = annotations
         patch = {"metadata": metadata, "spec": {"renewTime": micro_time(time.time())}}
         body = await self.watch.api.request(
             "PATCH", self.watch.path, body=patch, content_type="application/merge-patch+json"
@@ -184,13 +223,19 @@ class LeaseRenewer:
             raise LeaseLost(f"lease is {got}")
         self.last_ok = sent
         self.renewals += 1
+        if self.fence is not None and mode == LEASE_MODE:
+            # the CAS succeeded: no partner took the Lease before it, and one that reads
+            # it now waits a whole duration from then
+            self.fence.grant(sent_boot + view.duration * self.fence_fraction, "lease renewal")
+        return sent_boot
 
     async def _run(self) -> None:
         while True:
             view = self.watch.current
             duration = view.duration if view is not None else 15.0
             try:
-                await asyncio.wait_for(self.renew_once(), max(0.1, self._left(duration)))
+                limit = max(0.1, self._left(duration)) if self.fence is None else duration / 2
+                await asyncio.wait_for(self.renew_once(), limit)
             except LeaseLost as exc:
                 log.warning("ownership moved: %s", exc)
                 self.lost.set()
@@ -213,7 +258,14 @@ class LeaseRenewer:
             # (2.5 s of a 6 s lease) before the fence, and a standby's takeover after
             # a partition comes 3/4-1 of the duration after it (docs/operator.md)
             pause = duration * self.renew_fraction if ok_recently else min(0.5, duration / 10)
-            await asyncio.sleep(min(pause, max(0.0, self._left(duration))))
+            if self.fence is None:
+                pause = min(pause, max(0.0, self._left(duration)))
+            if self.wake is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), pause)
+                self.wake.clear()
+            else:
+                await asyncio.sleep(pause)
             if self._check(duration):
                 return
 
@@ -221,6 +273,8 @@ class LeaseRenewer:
         return self.deadline(duration) - time.monotonic()
 
     def _check(self, duration: float) -> bool:
+        if self.fence is not None:
+            return False  # the fence's own deadline decides (its lapse ends the holding)
         if self._left(duration) <= 0:
             log.critical(
                 "could not renew the lease for %.1f s (duration %.0f s): self-fencing",
@@ -261,7 +315,7 @@ async def take_lease(watch: LeaseWatch, seen: LeaseView, holder: str, reason: st
     patch = {
         "metadata": {
             "resourceVersion": seen.resource_version,
-            "annotations": {ANN_EPOCH: str(epoch), ANN_REASON: reason},
+            "annotations": {ANN_EPOCH: str(epoch), ANN_REASON: reason, ANN_FENCING: LEASE_MODE},
         },
         "spec": {
             "holderIdentity": holder,

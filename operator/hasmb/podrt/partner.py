@@ -31,7 +31,7 @@ from hasmb.handles import StoreError
 from hasmb.handles.kube_api import KubeApiError
 from hasmb.podrt.lease import LeaseWatch, take_lease
 from hasmb.podrt.peers import PeerWatch
-from hasmb.smb.pair import Probe, probe
+from hasmb.smb.pair import PairServer, Probe, probe
 
 log = logging.getLogger("hasmb.podrt.partner")
 
@@ -47,6 +47,11 @@ class PartnerWatch:
     is_standby: Callable[[], bool]
     interval: float = 0.25
     timeout: float = 1.0
+    # The pair channel's partner side (hasmb.smb.pair). With it, the owner's silence
+    # counts once the promise this pod gave ran out and no Lease write that granted
+    # the owner authority by itself was seen for a duration; without it (tests of the
+    # old rule), once the Lease expired on this pod's clock.
+    pair: PairServer | None = None
     takeovers: int = 0
     _seen_alive: tuple[str, str] | None = None  # (holder, IP) that once accepted
 
@@ -65,28 +70,46 @@ class PartnerWatch:
         if ip is None:
             return False  # the owner's pod is gone or has no IP: the operator decides
         result = await probe(ip, self.port, self.timeout)
-        if result is Probe.ALIVE:
-            if self._seen_alive != (seen.holder, ip):
-                log.info("heartbeat: owner %s at %s accepts connections", seen.holder, ip)
+        if result is Probe.ALIVE and self._seen_alive != (seen.holder, ip):
+            log.info("heartbeat: owner %s at %s accepts connections", seen.holder, ip)
             self._seen_alive = (seen.holder, ip)
-            return False
         if result is Probe.DEAD and self._seen_alive != (seen.holder, ip):
             result = Probe.SILENT
-        if result is Probe.SILENT and not self.lease.expired_locally():
+        pair = self.pair
+        if result is Probe.DEAD:
+            why = "refuses connections"
+        elif pair is not None and pair.released_by(seen.holder, seen.epoch):
+            why = "released ownership"
+        elif pair is not None:
+            # accepting proves nothing either: a frozen process's kernel accepts
+            if not (pair.lapsed() and self.lease.grant_lapsed()):
+                return False
+            why = "stopped pinging, and its confirmation and lease grant ran out"
+        elif result is Probe.ALIVE or not self.lease.expired_locally():
             return False
+        else:
+            why = f"unreachable and its lease expired ({seen.duration:g} s)"
         if self.lease.current != seen:
             return False  # the Lease moved or was renewed meanwhile: look again
-        why = (
-            "refuses connections"
-            if result is Probe.DEAD
-            else f"unreachable and its lease expired ({seen.duration:g} s)"
-        )
+        if pair is not None:
+            pair.deny(f"taking the lease from {seen.holder}")
+            if result is Probe.DEAD:
+                pair.released = (seen.holder, seen.epoch)  # nothing left to protect
+            elif pair.clear_of(seen.holder, seen.epoch) is None:
+                pair.allow()  # a ping was confirmed meanwhile
+                return False
         try:
             view = await take_lease(self.lease, seen, self.node, REASON)
         except KubeApiError as exc:
+            if pair is not None:
+                pair.allow()
             if exc.status == 409:
                 log.info("owner %s %s, but the lease changed meanwhile", seen.holder, why)
                 return False
+            raise
+        except BaseException:
+            if pair is not None:
+                pair.allow()
             raise
         self.takeovers += 1
         log.warning(

@@ -2,13 +2,19 @@
 
     hasmb-smbd --config /etc/hasmb/config/hasmb-smbd.yaml [--kube]   # automatic with HASMB_LEASE
 
-- Holder (Lease holderIdentity == HASMB_NODE): take the handle store at the
-  Lease's epoch (warm, through hasmb.smb.forward.Standby.take_over: the
-  follower's mirror is adopted) and serve; renew spec.renewTime every
-  leaseDurationSeconds/4 (lease.LeaseRenewer). If renewal fails for 2/3 of the
-  duration (monotonic clock), self-fence: abort every client connection, stop
-  accepting, exit 3 -- before the operator could move the Lease (it waits the
-  whole duration from the last renewTime).
+- Holder (Lease holderIdentity == HASMB_NODE): wait until the promise this pod
+  gave the previous owner over the pair channel cannot matter any more (it
+  released, or the promise ran out: hasmb.smb.pair), renew the Lease once with
+  fencing `lease` (the grant that arms the data-path fence, hasmb.smb.fence),
+  take the handle store at the Lease's epoch (warm, through
+  hasmb.smb.forward.Standby.take_over: the follower's mirror is adopted) and
+  serve. While serving, ping the partner every 0.25 s (each confirmation extends
+  the fence by 1.95 s from the ping's send time) and renew spec.renewTime every
+  leaseDurationSeconds/4, with fencing `partner` while the partner confirms and
+  `lease` (a grant of 2/3 of the duration) when it does not. When the fence lapses
+  (no confirmation and no lease renewal in time: API server and partner both out
+  of reach, or a freeze), self-fence: abort every client connection, stop
+  accepting, exit 3.
 - Not the holder: a forwarding standby. Follow the store, relay SMB
   connections to the holder's pod IP (peers.PeerWatch) at this server's own
   SMB port (both pods of an SVM share one rendered config). Heartbeat the
@@ -47,9 +53,17 @@ import yaml
 
 from hasmb.controller.render import CONFIG_KEY
 from hasmb.handles import HandleStore, StoreError, open_store
-from hasmb.handles.kube_api import KubeApi
+from hasmb.handles.kube_api import KubeApi, KubeApiError
 from hasmb.podrt.env import PodEnv
-from hasmb.podrt.lease import LeaseRenewer, LeaseView, LeaseWatch, bump_epoch
+from hasmb.podrt.lease import (
+    LEASE_MODE,
+    PARTNER_MODE,
+    LeaseLost,
+    LeaseRenewer,
+    LeaseView,
+    LeaseWatch,
+    bump_epoch,
+)
 from hasmb.podrt.partner import REASON as PARTNER_FAILOVER
 from hasmb.podrt.partner import PartnerWatch
 from hasmb.podrt.peers import PeerWatch
@@ -58,6 +72,7 @@ from hasmb.podrt.witness import witness_interfaces
 from hasmb.smb.config import ConfigError, SmbdConfig, from_mapping
 from hasmb.smb.forward import Standby
 from hasmb.smb.ownership import FENCED_EXIT, _host_port, watch_epoch
+from hasmb.smb.pair import PAIR_PORT, PairClient, PairServer
 from hasmb.smb.server import SmbServer
 from hasmb.witness.service import WitnessService
 
@@ -66,6 +81,10 @@ log = logging.getLogger("hasmb.podrt")
 ANN_HANDLES = "hasmb.io/persistent-handles"
 # Lease reasons the operator writes for moves nobody planned (docs/operator.md)
 UNPLANNED = frozenset({"Failover", PARTNER_FAILOVER})
+
+
+async def _armed() -> None:
+    """PodRuntime arms the fence itself (a lease renewal) before it takes over."""
 
 
 @dataclass(eq=False)
@@ -103,6 +122,8 @@ class PodRuntime:
     peers: PeerWatch = field(init=False)
     renewer: LeaseRenewer | None = None
     partner: PartnerWatch | None = None
+    pair: PairServer | None = None  # this pod's promises to the owner (as standby)
+    pair_client: PairClient | None = None  # this pod's pings to the partner (as owner)
     handovers: list[float] = field(default_factory=list)
     _admin: asyncio.AbstractServer | None = None
     _owner_tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -121,6 +142,8 @@ class PodRuntime:
         self.peers = PeerWatch(self.api, self.env.namespace, self.env.svm)
         self.peers.start()
         loop = asyncio.get_running_loop()
+        self.pair = PairServer(self._may_confirm, self._owner_address)
+        await self.pair.start(*self._pair_address())
         self.partner = PartnerWatch(
             self.lease,
             self.peers,
@@ -132,6 +155,7 @@ class PodRuntime:
                 and not self.stop.is_set()  # a pod on its way out takes nothing over
             ),
             interval=self.heartbeat_interval,
+            pair=self.pair,
         )
         self._tasks += [
             loop.create_task(self._watch_config()),
@@ -146,6 +170,7 @@ class PodRuntime:
         finally:
             for t in self._tasks:
                 t.cancel()
+            await self.pair.stop()
             await self.lease.stop()
             await self.peers.stop()
 
@@ -170,6 +195,7 @@ class PodRuntime:
                 self.lease.changed,
                 self.peers.changed,
                 self.server.ca.fenced,
+                self.server.fence.lapsed,
             ]
             if self.renewer is not None:
                 waits += [self.renewer.expired, self.renewer.lost]
@@ -182,6 +208,8 @@ class PodRuntime:
                 return await self._shutdown()
             if self.renewer is not None and self.renewer.expired.is_set():
                 return await self._self_fence("lease renewal failed")
+            if self.server.fence.lapsed.is_set() and self.standby.role == "owner":
+                return await self._self_fence(self.server.fence.lapse_reason)
             if self.server.ca.fenced.is_set() and self.standby.role == "owner":
                 with contextlib.suppress(StoreError, TimeoutError):
                     await asyncio.wait_for(self.lease.read(), 5)
@@ -195,7 +223,7 @@ class PodRuntime:
         self.server = SmbServer(self.cfg)
         self.store = open_store(self.cfg.state)
         self.standby = LeaseStandby(
-            self.server, self.store, self.env.owner_name, auto_takeover=False
+            self.server, self.store, self.env.owner_name, auto_takeover=False, arm=_armed
         )
         await self.standby.start(self._host, self._port)
         await self._serve_admin()
@@ -228,17 +256,50 @@ class PodRuntime:
         except StoreError as exc:
             log.error("cannot take ownership yet: %s", exc)
             return
+        assert self.pair is not None
+        old = self.pair.promised_to
+        if old is not None and old[0] != self.env.node:
+            how = await self.pair.wait_clear(*old)
+            log.info("the previous owner %s cannot write any more: %s", old[0], how)
+        else:
+            self.pair.deny("this pod owns the SVM")
+        client = PairClient(
+            self.server.fence,
+            self.env.node,
+            epoch,
+            self._partner_pair,
+            local_host=self._host if self._host not in ("", "0.0.0.0", "::") else None,
+        )
+        renewer = LeaseRenewer(
+            self.lease,
+            self.env.node,
+            epoch,
+            annotations=self._lease_annotations,
+            fence=self.server.fence,
+            mode=lambda: PARTNER_MODE if client.confirmed() else LEASE_MODE,
+            wake=client.unconfirmed,
+        )
+        try:
+            # the first grant: a `lease` renewal (a CAS: nobody moved the Lease since)
+            sent = await asyncio.wait_for(renewer.renew_once(LEASE_MODE), 5)
+        except (StoreError, TimeoutError, LeaseLost, KubeApiError) as exc:
+            log.error("cannot renew the lease before serving: %s", exc)
+            self.pair.allow()
+            return
+        self.server.fence.hold(sent + view.duration * renewer.fence_fraction, "lease renewal")
         self.standby.epoch = epoch
         await self.standby.take_over(f"lease names {self.env.node} at epoch {epoch}")
         if self.standby.role != "owner":
+            self.server.fence.revoke("takeover failed")
+            self.pair.allow()
             return
-        self.renewer = LeaseRenewer(
-            self.lease, self.env.node, epoch, annotations=self._lease_annotations
-        )
-        self.renewer.start()
+        self.renewer, self.pair_client = renewer, client
+        renewer.start()
+        client.start()
         loop = asyncio.get_running_loop()
         self._owner_tasks = [
-            loop.create_task(watch_epoch(self.server, self.store, self.epoch_check))
+            loop.create_task(watch_epoch(self.server, self.store, self.epoch_check)),
+            loop.create_task(self.server.fence.watch()),
         ]
         log.warning(
             "owner of %s at epoch %d (takeover %.3f s)",
@@ -248,6 +309,9 @@ class PodRuntime:
         )
 
     async def _stop_owner_tasks(self) -> None:
+        if self.pair_client is not None:
+            await self.pair_client.stop()
+            self.pair_client = None
         if self.renewer is not None:
             await self.renewer.stop()
             self.renewer = None
@@ -266,7 +330,9 @@ class PodRuntime:
         log.warning("standby again in %.3f s", self.handovers[-1])
 
     async def _stop_serving(self) -> None:
-        """Stop accepting, let in-flight requests finish, close clients and the store."""
+        """Stop mutating and tell the partner, stop accepting, let in-flight requests
+        finish, close clients and the store."""
+        await self._revoke_and_release("handing over")
         await self._stop_owner_tasks()
         server, standby, store = self.server, self.standby, self.store
         await standby.stop()  # the listener closes: nothing new is accepted
@@ -274,6 +340,48 @@ class PodRuntime:
         await server.ca.shutdown()
         with contextlib.suppress(StoreError, TimeoutError):
             await asyncio.wait_for(store.close(), 5)
+
+    async def _revoke_and_release(self, why: str) -> None:
+        """No mutation from here on; once the last one ended, the partner may take over
+        at once (it need not wait for its promise to run out)."""
+        fence = self.server.fence
+        was = fence.holding or bool(fence.lapse_reason)
+        fence.revoke(why)
+        if await fence.quiesce() and was and self.pair_client is not None:
+            if await self.pair_client.release():
+                log.info("told the partner: no mutation from here on")
+
+    # ------------------------------------------------------------ pair channel
+    def _pair_address(self) -> tuple[str, int]:
+        if self.cfg.pair_listen:
+            return _host_port(self.cfg.pair_listen)
+        return self._host, PAIR_PORT
+
+    def _partner_pair(self) -> tuple[str, int] | None:
+        ip = self._partner_address()
+        if ip is None:
+            return None
+        return ip, self._pair_address()[1]
+
+    def _owner_address(self, ip: str) -> bool:
+        view = self.lease.current
+        holder = view.holder if view is not None else None
+        return (
+            holder is not None
+            and holder != self.env.node
+            and self.peers.addresses.get(holder) == ip
+        )
+
+    def _may_confirm(self, node: str, epoch: int) -> str | None:
+        view = self.lease.current
+        if view is None:
+            return "no lease seen"
+        if view.holder != node or view.epoch != epoch:
+            return f"the lease names {view.holder} at epoch {view.epoch}"
+        standby = getattr(self, "standby", None)
+        if standby is None or standby.role != "standby":
+            return "not a standby"
+        return None
 
     def _point_forwarding(self, view: LeaseView) -> None:
         if self.standby.role != "standby":
@@ -289,12 +397,14 @@ class PodRuntime:
         log.critical(
             "self-fencing (%s): closing every client connection, exit %d", why, FENCED_EXIT
         )
+        self.server.fence.revoke(f"self-fencing: {why}")
         if self.standby._listener is not None:
             self.standby._listener.close()
         for c in list(self.server.connections):
             c.writer.transport.abort()
         for r in list(self.standby.relays):
             r.close()
+        await self._revoke_and_release(f"self-fencing: {why}")
         await self._stop_owner_tasks()
         # the store may be as unreachable as the apiserver: do not wait long for it
         with contextlib.suppress(Exception):

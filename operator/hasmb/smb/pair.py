@@ -47,6 +47,7 @@ from hasmb.tasks import cancel_and_wait
 
 log = logging.getLogger("hasmb.smb.pair")
 
+PAIR_PORT = 9301  # in pods: the pair channel on the pod IP (the container port "pair")
 CONFIRM_SECONDS = 2.0  # C: how long one confirmation keeps the owner serving
 PING_INTERVAL = 0.25
 SOLO_AFTER = 0.75  # no confirmation for this long: the owner turns to its other source
@@ -223,6 +224,8 @@ class PairClient:
     # pods the partner's address changes with its pod, and the Lease is the fallback.
     refusal_grants: bool = False
     solo: Callable[[], bool] = lambda: False
+    # the address to connect from: the partner checks the source (the pod IP)
+    local_host: str | None = None
     interval: float = PING_INTERVAL
     solo_after: float = SOLO_AFTER
     confirmed_at: float = 0.0  # send time of the last confirmed (or refused) ping
@@ -333,7 +336,8 @@ class PairClient:
             return self._conn
         self._close()
         async with asyncio.timeout(self.interval * 2):
-            r, w = await asyncio.open_connection(*target, limit=MAX_LINE)
+            local = (self.local_host, 0) if self.local_host else None
+            r, w = await asyncio.open_connection(*target, limit=MAX_LINE, local_addr=local)
         self._conn, self._conn_to = (r, w), target
         return r, w
 
