@@ -18,8 +18,8 @@ from hasmb.controller.placement import (
 )
 from hasmb.podrt.lease import LeaseView, LeaseWatch
 from hasmb.podrt.partner import PartnerWatch
-from hasmb.smb.pair import Probe, probe
 from hasmb.podrt.peers import PeerWatch
+from hasmb.smb.pair import Probe, probe
 
 A, B = "node-a", "node-b"
 UP = NodeFacts(exists=True, ready=True)
