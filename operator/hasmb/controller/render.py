@@ -32,6 +32,7 @@ SMB_PORT = 445
 WITNESS_PORT = 5050
 EPMAP_PORT = 135
 METRICS_PORT = 9300
+PAIR_PORT = 9301  # hasmb.smb.pair.PAIR_PORT: the pods listen there on their pod IP
 LEASE_SECONDS = 6
 
 _COMMON = {"app.kubernetes.io/part-of": "hasmb", "app.kubernetes.io/managed-by": "hasmb-operator"}
@@ -259,6 +260,8 @@ def _pod_template(svm: SVM) -> dict[str, Any]:
             {"name": "epmap", "containerPort": EPMAP_PORT, "protocol": "TCP"},
             {"name": "witness", "containerPort": WITNESS_PORT, "protocol": "TCP"},
             {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            # the pair channel between the SVM's two pods (hasmb.smb.pair: fencing)
+            {"name": "pair", "containerPort": PAIR_PORT, "protocol": "TCP"},
         ],
         "readinessProbe": {"tcpSocket": {"port": "smb"}, "periodSeconds": 2},
         "volumeMounts": mounts,

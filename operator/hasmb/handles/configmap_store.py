@@ -70,6 +70,9 @@ def data_size(data: dict[str, str]) -> int:
     return sum(len(k) + len(v) for k, v in data.items())
 
 
+STORE_REQUEST_TIMEOUT = 5.0
+
+
 @dataclass
 class _Shard:
     """The owner's copy of one shard object."""
@@ -113,7 +116,10 @@ class ConfigMapHandleStore(HandleStore):
         self.max_shards = max_shards
         self.shard_target = min(shard_target, shard_limit)
         self.shard_limit = shard_limit
-        self.api = KubeApi(kubeconfig)
+        # A write that cannot reach the API server fails in 5 s (STATUS_INSUFFICIENT_
+        # RESOURCES for the CREATE, LOCK or CLOSE that needed it) instead of hanging
+        # for most of a client's request timeout: I/O on existing opens never waits.
+        self.api = KubeApi(kubeconfig, request_timeout=STORE_REQUEST_TIMEOUT)
         self._shards: list[_Shard] = []
         self._where: dict[int, int] = {}
         # the shard new records went to last (see _plan)

@@ -223,7 +223,12 @@ class PodRuntime:
         self.server = SmbServer(self.cfg)
         self.store = open_store(self.cfg.state)
         self.standby = LeaseStandby(
-            self.server, self.store, self.env.owner_name, auto_takeover=False, arm=_armed
+            self.server,
+            self.store,
+            self.env.owner_name,
+            auto_takeover=False,
+            arm=_armed,
+            pair=self.pair,  # for /status; PartnerWatch and _become_owner decide with it
         )
         await self.standby.start(self._host, self._port)
         await self._serve_admin()
