@@ -154,6 +154,7 @@ async def test_standby_takes_the_lease_only_from_a_holder_it_saw_alive() -> None
     assert patch["metadata"]["annotations"] == {
         "hasmb.io/epoch": "4",
         "hasmb.io/reason": "PartnerFailover",
+        "hasmb.io/fencing": "lease",  # taking the Lease grants the taker, like a renewal
     }
     assert patch["spec"]["holderIdentity"] == B
     assert watch.current is not None and (watch.current.holder, watch.current.epoch) == (B, 4)
