@@ -216,16 +216,32 @@ def test_state_store_objects_follow_the_configmap_store_layout() -> None:
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
 
 
-def test_fencing_waits_only_for_a_holder_that_renews() -> None:
+def test_ownership_tells_whether_the_holder_renewed_and_keeps_its_annotations() -> None:
     lease = render.lease(SVM1, "node-a", 3, "Home", 1000.0)
     own = render.read_ownership(lease)
-    assert own.fence_wait(1001.0) == 0.0  # only the operator wrote it: nobody to wait for
-    renewed = {**lease, "spec": {**lease["spec"], "renewTime": render.micro_time(1010.0)}}
+    assert not own.holder_renewed  # only the operator wrote it: nobody to wait for
+    renewed = {
+        **lease,
+        "metadata": {
+            **lease["metadata"],
+            "annotations": {
+                **lease["metadata"]["annotations"],
+                render.ANN_FENCING: "partner",
+                "hasmb.io/persistent-handles": "7",
+            },
+        },
+        "spec": {**lease["spec"], "renewTime": render.micro_time(1010.0)},
+    }
     own = render.read_ownership(renewed)
-    assert own.renewed == 1010.0 and own.duration == render.LEASE_SECONDS
-    assert own.fence_wait(1012.0) == render.LEASE_SECONDS - 2.0
-    assert own.fence_wait(1010.0 + render.LEASE_SECONDS + 1) == 0.0
-    # A reason-only update by the operator keeps the holder's renewTime.
+    assert own.holder_renewed and own.renewed == 1010.0 and own.duration == render.LEASE_SECONDS
+    assert own.fencing == "partner"
+    # A reason-only update by the operator keeps the holder's renewTime and what the
+    # holder wrote with it; a move to another holder starts clean.
     same = render.lease(SVM1, "node-a", 3, "Giveback", 1020.0, base=renewed)
     assert same["spec"]["renewTime"] == renewed["spec"]["renewTime"]
-    assert same["spec"]["acquireTime"] == lease["spec"]["acquireTime"]
+    assert same["metadata"]["annotations"][render.ANN_FENCING] == "partner"
+    assert same["metadata"]["annotations"]["hasmb.io/persistent-handles"] == "7"
+    assert same["metadata"]["annotations"][render.ANN_REASON] == "Giveback"
+    moved = render.lease(SVM1, "node-b", 4, "Failover", 1020.0, base=renewed)
+    assert render.ANN_FENCING not in moved["metadata"]["annotations"]
+    assert not render.read_ownership(moved).holder_renewed

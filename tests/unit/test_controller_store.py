@@ -83,7 +83,7 @@ async def test_startup_list_waits_for_a_server_that_is_not_ready_yet() -> None:
     rt = Runtime(kube=cast(KubeClient, api))
     await rt.prime_at_start(patience=10.0)
     assert names(rt.store) == {"p"}
-    assert api.calls == 3 + len(WATCHED)
+    assert api.calls == 3 + len(WATCHED) + 1  # + the kubelets' Leases in kube-node-lease
 
 
 async def test_startup_list_gives_up_after_its_patience() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hasmb.controller import render
+from hasmb.controller import freshness, render
 from hasmb.controller.conditions import Condition, merge_conditions, now_iso
 from hasmb.controller.facts import node_facts, parse_time
 from hasmb.controller.model import SVM, HAPair
@@ -93,7 +93,18 @@ async def reconcile_pair(rt: Runtime, namespace: str, name: str) -> float | None
         await patch_cr_status(rt, "HAPair", HAPAIRS, body, invalid)
         return None
 
-    node_ok = {n: _node_ok(store.get("Node", "", n)) for n in pair.nodes}
+    # A Node whose NotReady may be stale (freshness) is not reported as taken over.
+    mono = rt.mono()
+    contact = rt.contact.state(mono)
+    node_ok: dict[str, bool] = {}
+    rechecks: list[float] = []
+    for n in pair.nodes:
+        doubt = freshness.node_doubt(
+            n, freshness.evidence(store, n, None, contact, mono), contact, mono
+        )
+        node_ok[n] = _node_ok(store.get("Node", "", n)) or doubt is not None
+        if doubt is not None:
+            rechecks.append(doubt.left if doubt.left is not None else 1.0)
     svms: list[tuple[SVM, str | None]] = []
     owners: dict[str, str | None] = {}
     for svm_body in store.all("SVM", namespace):
@@ -193,7 +204,7 @@ async def reconcile_pair(rt: Runtime, namespace: str, name: str) -> float | None
     for reason, message, warning in events:
         rt.post_event(body, reason, message, warning)
     await patch_cr_status(rt, "HAPair", HAPAIRS, body, status)
-    return None
+    return max(0.05, min(rechecks)) if rechecks else None
 
 
 def _node_ok(body: Body | None) -> bool:

@@ -8,6 +8,12 @@ anything: an operator restarted at any point computes the same answer.
 
 Invariant kept by `pod_actions`: a pod is deleted only when the other pod of the
 pair is serving, owns the SVM and carries every LIF (never both pods down).
+
+Stale status (`freshness`): a node in `PairView.doubted` looks unhealthy, but that
+may be stale (API contact was lost, or the node controller's verdict is
+contradicted by a heartbeat). Nothing moves *away* from a doubted node on the
+strength of its bad status -- no Failover of ownership, no LIF failover, no pod
+deletion -- while moves *onto* a node still need it to look healthy.
 """
 
 from __future__ import annotations
@@ -58,6 +64,10 @@ class PairView:
     auto_giveback: bool = True
     giveback_delay: float = 5.0
     now: float = 0.0
+    # node -> why its bad status is not acted on yet (freshness.judge)
+    doubted: dict[str, str] = field(default_factory=dict)
+    recheck_after: float | None = None  # when a doubt may resolve by itself
+    hold_deletions: bool = False  # API contact is not fresh: no pod is deleted
 
     def partner(self, node: str) -> str:
         return self.nodes[1] if node == self.nodes[0] else self.nodes[0]
@@ -122,7 +132,9 @@ def after_partner_failover(
         return view
     facts = dict(view.pod_facts)
     facts[lost] = replace(pod, ready=False)
-    return replace(view, pod_facts=facts)
+    # The Lease proves it stopped serving: a fact, not a status that could be stale.
+    doubted = {n: why for n, why in view.doubted.items() if n != lost}
+    return replace(view, pod_facts=facts, doubted=doubted)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +145,7 @@ class OwnerDecision:
     planned: bool
     requeue_after: float | None = None  # re-evaluate then (giveback delay running)
     message: str = ""
+    held: bool = False  # a takeover is held back (status not fresh, lease still live)
 
 
 def preferred_owner(
@@ -148,6 +161,21 @@ def preferred_owner(
     return node, reason
 
 
+def hold_takeover(
+    view: PairView, holder: str, holder_reason: Reason | None, why: str
+) -> OwnerDecision:
+    """The decision that keeps `holder` while a takeover from it is held back."""
+    return OwnerDecision(
+        holder,
+        False,
+        holder_reason or Reason.FAILOVER,
+        False,
+        requeue_after=max(0.05, view.recheck_after) if view.recheck_after is not None else 1.0,
+        message=f"holding takeover from {holder}: {why}",
+        held=True,
+    )
+
+
 def decide_owner(
     view: PairView,
     home: str,
@@ -155,7 +183,29 @@ def decide_owner(
     holder: str | None,
     holder_reason: Reason | None,
 ) -> OwnerDecision:
-    """The owner an SVM should have now; `holder` is the Lease's current holder."""
+    """The owner an SVM should have now; `holder` is the Lease's current holder.
+
+    An unplanned takeover from a holder whose bad status is doubted is held back.
+    """
+    decision = _decide_owner(view, home, relocate_to, holder, holder_reason)
+    if (
+        decision.move
+        and decision.reason is Reason.FAILOVER
+        and holder is not None
+        and holder in view.doubted
+        and decision.owner != holder
+    ):
+        return hold_takeover(view, holder, holder_reason, view.doubted[holder])
+    return decision
+
+
+def _decide_owner(
+    view: PairView,
+    home: str,
+    relocate_to: str | None,
+    holder: str | None,
+    holder_reason: Reason | None,
+) -> OwnerDecision:
     want, why = preferred_owner(view, home, relocate_to, holder)
     other = view.partner(want)
     planned = why in PLANNED
@@ -224,6 +274,7 @@ class LifDecision:
     node: str
     state: str  # Home, Migrated, FailedOver, Down
     requeue_after: float | None = None
+    held: str = ""  # why a failover away from its node is held back
 
 
 def decide_lif(
@@ -238,8 +289,34 @@ def decide_lif(
 
     `current`/`current_state`: where the Service points now and why (its annotation).
     Only a LIF that failed over waits for its node to be stable before it reverts;
-    planned moves (migrate, takeover, upgrade) go back at once.
+    planned moves (migrate, takeover, upgrade) go back at once. A LIF does not fail
+    over (nor turn Down) away from a node whose bad status is doubted.
     """
+    decision = _decide_lif(view, home, migrate_to, current, owner, current_state)
+    if (
+        current is not None
+        and current in view.doubted
+        and decision.state in ("FailedOver", "Down")
+        and (decision.node != current or decision.state != current_state)
+    ):
+        state = current_state or ("Home" if current == home else "Migrated")
+        return LifDecision(
+            current,
+            state,
+            requeue_after=max(0.05, view.recheck_after) if view.recheck_after is not None else 1.0,
+            held=view.doubted[current],
+        )
+    return decision
+
+
+def _decide_lif(
+    view: PairView,
+    home: str,
+    migrate_to: str | None,
+    current: str | None,
+    owner: str | None,
+    current_state: str | None,
+) -> LifDecision:
     want = migrate_to or home
     if view.takeover == want or view.draining(want, owner):
         want = view.partner(want)
@@ -282,7 +359,9 @@ def pod_actions(
     """Create missing pods; replace outdated ones one at a time, never the last server.
 
     `owner_since`: when the owner got the SVM; a pod that owned it until less than
-    HANDOVER_GRACE ago is still handing over and is not deleted yet.
+    HANDOVER_GRACE ago is still handing over and is not deleted yet. While API contact
+    is not fresh (`hold_deletions`) no pod is deleted; a pod is replaced because both
+    look down only when neither node is doubted.
     """
     actions = PodActions()
     settling = 0.0 if owner_since is None else HANDOVER_GRACE - (view.now - owner_since)
@@ -296,8 +375,18 @@ def pod_actions(
         other = view.partner(node)
         safe = owner == other and view.serving(other) and node not in lif_nodes
         # When the other pod cannot serve anyway (e.g. a fresh pair), replacing is harmless.
-        lonely = not view.serving(node) and not view.serving(other) and owner != node
-        if safe and settling > 0:
+        lonely = (
+            not view.serving(node)
+            and not view.serving(other)
+            and owner != node
+            and node not in view.doubted
+            and other not in view.doubted
+        )
+        if (safe or lonely) and view.hold_deletions:
+            actions.waiting.append(node)
+            hold = view.recheck_after if view.recheck_after is not None else 1.0
+            actions.requeue_after = min(actions.requeue_after or hold, hold)
+        elif safe and settling > 0:
             actions.waiting.append(node)
             actions.requeue_after = settling
         elif safe or lonely:

@@ -24,6 +24,10 @@ ANN_POD_HASH = "hasmb.io/pod-hash"
 ANN_CONFIG_HASH = "hasmb.io/config-hash"
 ANN_EPOCH = "hasmb.io/epoch"
 ANN_REASON = "hasmb.io/reason"
+# Written by the owning hasmb-smbd with each renewal: "partner" (its right to serve comes
+# from its partner's direct confirmations; the renewal is a liveness hint) or "lease"
+# (it fences itself 2/3 of leaseDurationSeconds after its last renewal).
+ANN_FENCING = "hasmb.io/fencing"
 ANN_LIF_STATE = "hasmb.io/lif-state"
 CONFIG_KEY = "hasmb-smbd.yaml"
 CONFIG_DIR = "/etc/hasmb/config"
@@ -369,9 +373,14 @@ def lease(
         metadata["resourceVersion"] = old_md.get("resourceVersion")
         old_spec = base.get("spec") or {}
         if old_spec.get("holderIdentity") == holder and old_spec.get("acquireTime"):
-            # Same holder: renewTime stays the holder's own proof of life.
+            # Same holder: renewTime stays the holder's own proof of life, and what it
+            # wrote with its renewals (fencing mode, handle count) stays too.
             acquire = old_spec["acquireTime"]
             renew = old_spec.get("renewTime") or acquire
+            metadata["annotations"] = {
+                **(old_md.get("annotations") or {}),
+                **metadata["annotations"],
+            }
     return {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",
@@ -388,25 +397,24 @@ def lease(
 
 @dataclass(frozen=True, slots=True)
 class Ownership:
+    """The Lease as read. Its times are the writers' wall clocks: they tell *whether*
+    the holder renewed, never *how long ago* (the operator judges that on its own
+    clock, `freshness.lease_left`)."""
+
     holder: str | None
     epoch: int
     reason: str | None
     acquired: float | None = None
     renewed: float | None = None
     duration: float = LEASE_SECONDS
+    fencing: str | None = None  # ANN_FENCING of the holder's last renewal
 
-    def fence_wait(self, now: float) -> float:
-        """Seconds before the holder's lease expires, if the holder renews it.
-
-        hasmb-smbd on the owner node renews renewTime and stops serving when it
-        cannot (self-fencing). A holder that may still be alive (its node is
-        NotReady, its pod merely not Ready) keeps the SVM until then; a holder
-        that never renewed (renewTime == acquireTime, only the operator wrote it)
-        or whose pod is gone is not waited for.
-        """
-        if self.acquired is None or self.renewed is None or self.renewed <= self.acquired:
-            return 0.0
-        return max(0.0, self.renewed + self.duration - now)
+    @property
+    def holder_renewed(self) -> bool:
+        """renewTime later than acquireTime: the holder wrote it, not only the mover."""
+        return (
+            self.acquired is not None and self.renewed is not None and self.renewed > self.acquired
+        )
 
 
 def read_ownership(lease_body: dict[str, Any] | None) -> Ownership:
@@ -427,6 +435,7 @@ def read_ownership(lease_body: dict[str, Any] | None) -> Ownership:
         acquired=_parse_micro(spec.get("acquireTime")),
         renewed=_parse_micro(spec.get("renewTime")),
         duration=float(spec.get("leaseDurationSeconds") or LEASE_SECONDS),
+        fencing=ann.get(ANN_FENCING),
     )
 
 

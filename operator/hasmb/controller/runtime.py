@@ -1,4 +1,10 @@
-"""What every reconcile shares: the API client, the cached view and the work queue."""
+"""What every reconcile shares: the API client, the cached view and the work queue.
+
+Also the operator's own contact with the API server (`Contact`, fed by a probe
+every second and by every request that fails for want of the server) and the
+kubelets' heartbeat Leases in kube-node-lease (followed with a watch of their
+own), which `freshness` needs to tell fresh status from stale.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,12 @@ from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
+from hasmb.controller.freshness import NODE_LEASE_NAMESPACE, Contact
 from hasmb.controller.metrics import Metrics
 from hasmb.controller.render import LABEL_SVM
-from hasmb.controller.store import Store
+from hasmb.controller.store import NODE_LEASE, Store
 from hasmb.controller.workqueue import WorkQueue
 from hasmb.kube.client import (
     CONFIGMAPS,
@@ -47,6 +56,21 @@ WATCHED: tuple[tuple[str, Resource, str | None], ...] = (
 WorkKey = tuple[str, str, str]
 Reconcile = Callable[["Runtime", str, str], Awaitable[float | None]]
 
+# Answers that mean the API server did not serve us (as opposed to refusing a request).
+_UNAVAILABLE = frozenset({429, 500, 502, 503, 504})
+
+
+def lost_contact(exc: BaseException) -> str | None:
+    """Why `exc` means the API server could not be reached or did not answer; None if
+    it is an ordinary refusal (409, 404, 422, 403...)."""
+    if isinstance(exc, ApiError):
+        return f"HTTP {exc.status} {exc.reason}".strip() if exc.status in _UNAVAILABLE else None
+    if isinstance(exc, TimeoutError):
+        return "request timed out"
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
 
 @dataclass
 class Runtime:
@@ -67,6 +91,48 @@ class Runtime:
     event_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     # Served namespaces; empty: cluster-wide.
     namespaces: tuple[str, ...] = ()
+    mono: Callable[[], float] = time.monotonic
+    contact: Contact = field(default_factory=lambda: Contact(since=time.monotonic()))
+    probe_interval: float = 1.0
+    probe_timeout: float = 2.0
+    # Holds reported once per episode: key -> message (svm_reconcile.report_hold).
+    holds: dict[tuple[str, str, str], str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.store.mono = self.mono
+        self.contact = Contact(since=self.mono(), hold=self.contact.hold)
+
+    def note_ok(self) -> None:
+        if self.contact.ok(self.mono()):
+            self._after_regain()
+
+    def note_failure(self, exc: BaseException, what: str) -> bool:
+        """Count `exc` against API contact when it means the server did not serve us."""
+        why = lost_contact(exc)
+        if why is None:
+            return False
+        self.contact.failed(self.mono(), f"{what}: {why}")
+        return True
+
+    def _after_regain(self) -> None:
+        """LIST everything again at once (watches may have broken or missed events) and
+        re-evaluate every SVM once the hold is over."""
+
+        async def relist() -> None:
+            try:
+                await self.prime(low=True)
+            except Exception as exc:
+                log.warning("LIST after regaining API contact failed: %s", exc)
+                self.note_failure(exc, "LIST after regain")
+            for kind, label in (("SVM", "svm"), ("HAPair", "pair")):
+                for body in self.store.all(kind):
+                    md = body.get("metadata") or {}
+                    key = (label, md.get("namespace", ""), md.get("name", ""))
+                    self.queue.add_after(key, self.contact.hold + 0.05)
+
+        task = asyncio.create_task(relist(), name="relist-after-regain")
+        self.event_tasks.add(task)
+        task.add_done_callback(self.event_tasks.discard)
 
     def post_event(self, body: dict[str, Any], reason: str, message: str, warning: bool) -> None:
         """Post an Event without holding up the reconcile (bounded concurrency)."""
@@ -101,7 +167,22 @@ class Runtime:
             for ns in scopes if res.namespaced else (None,):
                 items, version = await self.kube.list_versioned(res, ns, selector)
                 self.store.sync(kind, items, version, {ns} if ns else None)
+        await self._list_node_leases()
+        self.note_ok()
         self._enqueue_all(low)
+
+    async def _list_node_leases(self) -> int:
+        """The kubelets' heartbeats; without them (no permission, no Leases) a Node's
+        Ready=Unknown is believed as it reads. Returns the LIST's resourceVersion."""
+        try:
+            items, version = await self.kube.list_versioned(LEASES, NODE_LEASE_NAMESPACE)
+        except ApiError as exc:
+            if exc.status in (401, 403, 404):
+                log.warning("cannot list node Leases in %s: %s", NODE_LEASE_NAMESPACE, exc)
+                return 0
+            raise
+        self.store.sync(NODE_LEASE, items, version, {NODE_LEASE_NAMESPACE})
+        return version
 
     async def prime_at_start(self, patience: float = 30.0) -> None:
         """`prime`, retried while the API server is not ready yet (a fresh server answers
@@ -134,6 +215,8 @@ class Runtime:
         for i in range(self.workers):
             self.tasks.append(asyncio.create_task(self._worker(handlers), name=f"reconcile-{i}"))
         self.tasks.append(asyncio.create_task(self._resync(), name="resync"))
+        self.tasks.append(asyncio.create_task(self._probe(), name="api-probe"))
+        self.tasks.append(asyncio.create_task(self._follow_node_leases(), name="node-leases"))
 
     async def stop(self) -> None:
         self.queue.close()
@@ -158,13 +241,18 @@ class Runtime:
                 raise
             except ApiError as exc:
                 self.metrics.reconcile_errors.labels(kind).inc()
+                self.note_failure(exc, f"reconcile {kind} {namespace}/{name}")
                 level = logging.INFO if exc.conflict else logging.WARNING
                 log.log(level, "reconcile %s: %s; retrying", key, exc)
                 self.queue.add_after(key, 0.2 if exc.conflict else 2.0)
-            except Exception:
+            except Exception as exc:
                 self.metrics.reconcile_errors.labels(kind).inc()
-                log.exception("reconcile %s failed; retrying", key)
-                self.queue.add_after(key, 5.0)
+                if self.note_failure(exc, f"reconcile {kind} {namespace}/{name}"):
+                    log.warning("reconcile %s: %s; retrying", key, exc)
+                    self.queue.add_after(key, 2.0)
+                else:
+                    log.exception("reconcile %s failed; retrying", key)
+                    self.queue.add_after(key, 5.0)
             finally:
                 self.metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
                 self.queue.done(key)
@@ -183,8 +271,67 @@ class Runtime:
             try:
                 await self.prime(low=True)
             except Exception as exc:  # keep resyncing whatever the API server says
+                self.note_failure(exc, "resync LIST")
                 log.warning("resync LIST failed: %s; re-evaluating the cached view", exc)
                 self._enqueue_all(low=True)
+
+    async def _probe(self) -> None:
+        """One cheap consistent read a second: does the API server (and its etcd) answer?
+
+        A timeout or an unavailable answer marks contact lost; the next answer starts
+        a new period of contact, and `freshness` holds destructive steps for a lease
+        duration from then. A stalled event loop shows as a gap between answers.
+        """
+        ns = self.namespaces[0] if self.namespaces else None
+        path = LEASES.path(ns)
+        query = [("labelSelector", LABEL_SVM), ("limit", "1")]
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self.kube.request("GET", path, query=query), self.probe_timeout
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self.note_failure(exc, "probe"):
+                    log.debug("API probe: %s", exc)  # e.g. 403: it answered all the same
+                    self.note_ok()
+            else:
+                self.note_ok()
+            await asyncio.sleep(self.probe_interval)
+
+    async def _follow_node_leases(self, rewatch: float = 300.0) -> None:
+        """LIST + watch kube-node-lease into the Store (kind NodeLease); relist whenever
+        the stream ends, fails, or has run `rewatch` seconds (a connection that died
+        silently must not freeze the heartbeats)."""
+        while True:
+            try:
+                version = await self._list_node_leases()
+                if version == 0:
+                    await asyncio.sleep(self.resync_seconds)
+                    continue
+                await asyncio.wait_for(self._watch_node_leases(version), rewatch)
+            except asyncio.CancelledError:
+                raise
+            except TimeoutError:
+                continue  # the periodic relist
+            except Exception as exc:
+                self.note_failure(exc, "node Lease watch")
+                log.info("node Lease watch ended (%s); relisting", exc)
+                await asyncio.sleep(1.0)
+
+    async def _watch_node_leases(self, version: int) -> None:
+        async for event in self.kube.watch(
+            LEASES, NODE_LEASE_NAMESPACE, resource_version=str(version)
+        ):
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                return  # e.g. 410 Gone: relist
+            if kind == "DELETED":
+                self.store.remove(NODE_LEASE, obj)
+            elif kind in ("ADDED", "MODIFIED"):
+                self.store.put(NODE_LEASE, obj)
 
 
 def _split(key: Hashable) -> WorkKey:

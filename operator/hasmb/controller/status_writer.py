@@ -130,7 +130,13 @@ async def write_svm_status(
         Condition(
             "Ready",
             serving,
-            "Serving" if serving else ("NoOwner" if owner is None else "OwnerNotServing"),
+            "Serving"
+            if serving
+            else (
+                "NoOwner"
+                if owner is None
+                else ("FailoverHeld" if decision.held else "OwnerNotServing")
+            ),
             f"served by {owner}, epoch {epoch}"
             if serving
             else (decision.message or "waiting for a serving pod"),
@@ -165,14 +171,22 @@ async def write_svm_status(
                 or decision.requeue_after is not None
                 or (owner is not None and owner != decision.owner)
             ),
-            "Upgrading"
-            if outdated
+            "FailoverHeld"
+            if decision.held
             else (
-                "CreatingPods"
-                if missing
-                else ("GivebackPending" if decision.requeue_after else "Stable")
+                "Upgrading"
+                if outdated
+                else (
+                    "CreatingPods"
+                    if missing
+                    else ("GivebackPending" if decision.requeue_after else "Stable")
+                )
             ),
-            (f"replacing pods on {', '.join(outdated)}" if outdated else (decision.message or "")),
+            (
+                f"replacing pods on {', '.join(outdated)}"
+                if outdated and not decision.held
+                else (decision.message or "")
+            ),
         ),
     ]
     gen = int(body["metadata"].get("generation") or 0)
@@ -296,6 +310,8 @@ async def write_lif_statuses(
         ip = ((svc or {}).get("spec") or {}).get("clusterIP") or ""
         up = d.state != "Down"
         msg = f"Service {lif.service_name} ({ip}) selects the pod on {d.node}"
+        if d.held:
+            msg += f"; holding its failover: {d.held}"
         status = {
             "observedGeneration": gen,
             "ip": ip,
@@ -312,7 +328,9 @@ async def write_lif_statuses(
                     Condition(
                         "Progressing",
                         d.requeue_after is not None,
-                        "RevertPending" if d.requeue_after else "Stable",
+                        "FailoverHeld"
+                        if d.held
+                        else ("RevertPending" if d.requeue_after else "Stable"),
                         msg,
                     ),
                 ],

@@ -4,16 +4,23 @@ Objects are kept as plain bodies keyed by kind and (namespace, name), with an
 index from an SVM to the objects that belong to it, so a reconcile reads what it
 needs without listing the API server. Decisions that would be destructive on a
 stale view (taking ownership away from a pod) re-read the API first.
+
+The Store also notes, on the operator's own monotonic clock, when it first saw
+each Lease's renewal state and each pod's readiness as it is now (`seen`): a
+Lease expires judged from when its renewTime was seen to change, never from the
+renewTime itself (Patroni's rule: no clock skew, and after an outage renewTime is
+old although the holder renewed the moment the API came back); see `freshness`.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasmb.controller.render import LABEL_SVM
+from hasmb.controller.render import ANN_EPOCH, LABEL_SVM
 from hasmb.kube.client import resource_version
 
 Key = tuple[str, str]  # (namespace, name)
@@ -45,12 +52,53 @@ def _uid(body: Body) -> str:
     return str((body.get("metadata") or {}).get("uid") or "")
 
 
+# The kube-node-lease heartbeats of the kubelets, kept under this kind (runtime.NodeLeases).
+NODE_LEASE = "NodeLease"
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """When (monotonic, this process) an object's watched state was first seen as it is."""
+
+    signature: tuple[Any, ...]
+    changed: float
+    # Leases: when a renewTime change under the same holder and epoch was last seen
+    renewal: float | None = None
+
+
+def _condition(body: Body, type_: str) -> str | None:
+    for cond in (body.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == type_:
+            return str(cond.get("status"))
+    return None
+
+
+def signature(kind: str, body: Body) -> tuple[Any, ...] | None:
+    """What `seen` times: a Lease's holder, epoch and renewal; a pod's readiness."""
+    if kind in ("Lease", NODE_LEASE):
+        spec = body.get("spec") or {}
+        ann = (body.get("metadata") or {}).get("annotations") or {}
+        return (
+            spec.get("holderIdentity"),
+            ann.get(ANN_EPOCH),
+            spec.get("acquireTime"),
+            spec.get("renewTime"),
+        )
+    if kind == "Pod":
+        phase = (body.get("status") or {}).get("phase")
+        return (phase, _condition(body, "Ready"), _condition(body, "ContainersReady"))
+    return None
+
+
 @dataclass
 class Store:
     objects: dict[str, dict[Key, Body]] = field(default_factory=lambda: defaultdict(dict))
     # (kind, namespace, svm) -> names
     by_svm: dict[tuple[str, str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
     tombstones: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    # (kind, namespace, name) -> when its current signature was first seen
+    seen: dict[tuple[str, str, str], Seen] = field(default_factory=dict)
+    mono: Callable[[], float] = time.monotonic
 
     def put(self, kind: str, body: Body) -> Body | None:
         """Store `body`; returns the previous version. Older versions never replace newer,
@@ -68,7 +116,28 @@ class Store:
         svm = svm_of(kind, body)
         if svm is not None:
             self.by_svm[(kind, key[0], svm)].add(key[1])
+        self._observe(kind, key, body)
         return old
+
+    def _observe(self, kind: str, key: Key, body: Body) -> None:
+        sig = signature(kind, body)
+        if sig is None:
+            return
+        at = (kind, key[0], key[1])
+        prev = self.seen.get(at)
+        if prev is not None and prev.signature == sig:
+            return
+        now = self.mono()
+        renewal = None
+        if kind in ("Lease", NODE_LEASE) and prev is not None:
+            # holder and epoch unchanged, renewTime moved: the holder renewed
+            same_holder = prev.signature[:2] == sig[:2]
+            if same_holder:
+                renewal = now if prev.signature[3] != sig[3] else prev.renewal
+        self.seen[at] = Seen(sig, now, renewal)
+
+    def seen_of(self, kind: str, namespace: str, name: str) -> Seen | None:
+        return self.seen.get((kind, namespace, name))
 
     def remove(self, kind: str, body: Body) -> Body | None:
         """Forget `body`, unless the name now belongs to a newer object (other uid).
@@ -87,6 +156,7 @@ class Store:
             return None
         del self.objects[kind][key]
         self._unindex(kind, old)
+        self.seen.pop((kind, key[0], key[1]), None)
         return old
 
     def _unindex(self, kind: str, body: Body) -> None:

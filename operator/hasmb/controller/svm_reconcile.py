@@ -4,15 +4,18 @@ Level-triggered and idempotent: every call recomputes the whole desired state
 from the cached view (`Store`) with the pure decisions of `placement`, applies
 the differences and writes status. Order matters for the never-both-down rule:
 ownership moves first (a CAS on the Lease), then the LIF Services follow, and
-only then may a pod be deleted.
+only then may a pod be deleted. Bad status that may be stale (`freshness`) moves
+nothing away from a node; a holder's Lease is judged on the operator's own clock.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from dataclasses import replace
 from typing import Any
 
-from hasmb.controller import render, status_writer, volume_move
+from hasmb.controller import freshness, render, status_writer, volume_move
 from hasmb.controller.facts import node_facts, parse_time, pod_facts, pod_node
 from hasmb.controller.model import LIF, SVM, HAPair, Share, lif_ip_owner
 from hasmb.controller.placement import (
@@ -23,6 +26,7 @@ from hasmb.controller.placement import (
     after_partner_failover,
     decide_lif,
     decide_owner,
+    hold_takeover,
     pod_actions,
 )
 from hasmb.controller.runtime import Runtime
@@ -128,6 +132,7 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
         else:
             strays.append(pod_body)
     nodes = (pair.nodes[0], pair.nodes[1])
+    trust = _trust(rt, svm, own, nodes, pods)
     view = PairView(
         nodes=nodes,
         node_facts={n: node_facts(store.get("Node", "", n)) for n in nodes},
@@ -136,6 +141,9 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
         auto_giveback=pair.auto_giveback,
         giveback_delay=pair.auto_giveback_delay,
         now=now,
+        doubted=trust.doubted,
+        recheck_after=trust.recheck_after,
+        hold_deletions=trust.hold_deletions,
     )
     holder_reason = _reason(own.reason)
     view = after_partner_failover(view, own.holder, holder_reason, own.acquired)
@@ -157,20 +165,46 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
                 "svm %s/%s: cache said %s was down, live objects disagree", namespace, name, holder
             )
             return 0.0
-        rt.failure_seen.setdefault((namespace, name), _failure_time(live_pod, live_node, now))
-        wait = own.fence_wait(now)
-        if fresh.exists and not fresh.terminating and wait > 0:
+        # Judged again now, on what was just read: the reads may have waited out an outage.
+        mono = rt.mono()
+        contact = rt.contact.state(mono)
+        seen = store.seen_of("Lease", namespace, svm.lease_name)
+        lapsed = freshness.holder_lapsed(own, seen, contact, mono)
+        doubt = freshness.doubt(
+            holder,
+            freshness.evidence(store, holder, live_pod, contact, mono, lapsed, live_node),
+            contact,
+            mono,
+        )
+        left = freshness.lease_left(own, seen, contact, mono)
+        if decision.reason is Reason.FAILOVER and doubt is not None:
+            recheck = doubt.left if doubt.left is not None else 1.0
+            decision = hold_takeover(
+                replace(view, recheck_after=recheck), holder, holder_reason, doubt.why
+            )
+        elif fresh.exists and not fresh.terminating and left > 0:
             # The holder may still be serving behind a partition: it fences itself
             # when it cannot renew, so its lease must run out before the partner
-            # takes over.
+            # takes over. Judged on this process's clock from when the renewal was seen.
+            rt.failure_seen.setdefault((namespace, name), _failure_time(live_pod, live_node, now))
+            ago = mono - seen.changed if seen is not None else 0.0
+            wait = left if not math.isinf(left) else 1.0
             decision = OwnerDecision(
                 holder,
                 False,
                 holder_reason or Reason.FAILOVER,
                 False,
                 requeue_after=wait,
-                message=f"{holder} is not serving; takeover when its lease expires in {wait:.1f}s",
+                message=(
+                    f"{holder} is not serving; takeover when its lease expires in {wait:.1f}s "
+                    f"(renewal seen {ago:.1f} s ago on the operator's clock, "
+                    f"fencing={own.fencing or 'lease'})"
+                ),
+                held=True,
             )
+        else:
+            rt.failure_seen.setdefault((namespace, name), _failure_time(live_pod, live_node, now))
+    report_hold(rt, body, ("SVM", namespace, name), decision.message if decision.held else "")
 
     owner = own.holder
     epoch = own.epoch
@@ -239,6 +273,10 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
         )
         lif_decision = decide_lif(
             view, lif.home_node, lif.migrate_to, current, owner, current_state
+        )
+        held = f"holding failover of LIF {lif.meta.name} from {current}: {lif_decision.held}"
+        report_hold(
+            rt, lif_body, ("LIF", namespace, lif.meta.name), held if lif_decision.held else ""
         )
         if lif_decision.requeue_after is not None:
             requeues.append(lif_decision.requeue_after)
@@ -348,6 +386,37 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
     await status_writer.write_share_statuses(rt, shares, owner, view.serving(owner or ""))
     await status_writer.write_lif_statuses(rt, lif_states, svm)
     return min(requeues) if requeues else None
+
+
+def _trust(
+    rt: Runtime, svm: SVM, own: render.Ownership, nodes: tuple[str, str], pods: dict[str, Body]
+) -> freshness.Trust:
+    """The doubts over the pair's nodes, from the Store's bodies and observation times."""
+    mono = rt.mono()
+    contact = rt.contact.state(mono)
+    seen = rt.store.seen_of("Lease", svm.meta.namespace, svm.lease_name)
+    lapsed = freshness.holder_lapsed(own, seen, contact, mono)
+    evidence = {
+        n: freshness.evidence(rt.store, n, pods.get(n), contact, mono, lapsed and n == own.holder)
+        for n in nodes
+    }
+    return freshness.judge(evidence, contact, mono)
+
+
+def report_hold(rt: Runtime, body: Body, key: tuple[str, str, str], message: str) -> None:
+    """Log (and post an Event) when a hold starts, log when it ends; `message` empty: none."""
+    kind, namespace, name = key
+    before = rt.holds.get(key)
+    if message and before is None:
+        rt.holds[key] = message
+        log.info("%s %s/%s: %s", kind.lower(), namespace, name, message)
+        rt.post_event(body, "FailoverHeld", message, False)
+    elif message and before != message:
+        rt.holds[key] = message
+        log.debug("%s %s/%s: %s", kind.lower(), namespace, name, message)
+    elif not message and before is not None:
+        del rt.holds[key]
+        log.info("%s %s/%s: no longer held (%s)", kind.lower(), namespace, name, before)
 
 
 async def _ensure_smbd_account(rt: Runtime, namespace: str) -> None:
