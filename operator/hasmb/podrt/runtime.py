@@ -70,6 +70,7 @@ from hasmb.podrt.peers import PeerWatch
 from hasmb.podrt.shares import apply_shares
 from hasmb.podrt.witness import witness_interfaces
 from hasmb.smb.config import ConfigError, SmbdConfig, from_mapping
+from hasmb.smb.fence import now as fence_now
 from hasmb.smb.forward import Standby
 from hasmb.smb.ownership import FENCED_EXIT, _host_port, watch_epoch
 from hasmb.smb.pair import PAIR_PORT, PairClient, PairServer
@@ -229,6 +230,7 @@ class PodRuntime:
             auto_takeover=False,
             arm=_armed,
             pair=self.pair,  # for /status; PartnerWatch and _become_owner decide with it
+            extra_status=self._takeover_status,
         )
         await self.standby.start(self._host, self._port)
         await self._serve_admin()
@@ -262,12 +264,12 @@ class PodRuntime:
             log.error("cannot take ownership yet: %s", exc)
             return
         assert self.pair is not None
-        old = self.pair.promised_to
-        if old is not None and old[0] != self.env.node:
-            how = await self.pair.wait_clear(*old)
-            log.info("the previous owner %s cannot write any more: %s", old[0], how)
-        else:
-            self.pair.deny("this pod owns the SVM")
+        # Without a promise on record this process may still inherit one: its
+        # predecessor in this pod may have confirmed the owner just before it died,
+        # so wait_clear waits until 2 s after this process bound the pair port.
+        old = self.pair.promised_to or (None, 0)
+        how = await self.pair.wait_clear(*old)
+        log.info("the previous owner %s cannot write any more: %s", old[0], how)
         client = PairClient(
             self.server.fence,
             self.env.node,
@@ -355,6 +357,19 @@ class PodRuntime:
         if await fence.quiesce() and was and self.pair_client is not None:
             if await self.pair_client.release():
                 log.info("told the partner: no mutation from here on")
+
+    def _takeover_status(self) -> dict[str, object]:
+        """How long a silent owner is still protected, as this pod sees it."""
+        view = self.lease.current
+        if self.pair is None or view is None:
+            return {}
+        grant = self.lease.grant_seen + view.duration - fence_now()
+        return {
+            "leaseGrantSeconds": round(max(0.0, grant), 3),
+            "silentOwnerProtectedSeconds": round(
+                max(0.0, grant, self.pair.promise_until - fence_now()), 3
+            ),
+        }
 
     # ------------------------------------------------------------ pair channel
     def _pair_address(self) -> tuple[str, int]:

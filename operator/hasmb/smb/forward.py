@@ -77,6 +77,7 @@ class Standby:
     # arms the fence once the store is taken (before anything is served); None: a
     # lone owner with nothing to fence it (standalone without a partner)
     arm: Callable[[], Awaitable[None]] | None = None
+    extra_status: Callable[[], dict[str, object]] | None = None  # merged into /status
     role: Role = "standby"
     relays: set[Relay] = field(default_factory=set)
     taken_over: asyncio.Event = field(default_factory=asyncio.Event)
@@ -280,6 +281,7 @@ class Standby:
             "mirroredOpens": len(self._follower.mirror.records) if self._follower else 0,
             "takeoverSeconds": self.takeover_seconds,
             **({"pair": self.pair.status()} if self.pair is not None else {}),
+            **(self.extra_status() if self.extra_status is not None else {}),
         }
 
 
