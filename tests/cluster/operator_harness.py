@@ -8,7 +8,9 @@ kubeconfig (kwok only pretends to run pods, so the operator cannot run in-cluste
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -21,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.support.cluster import KubeCluster
+from tests.support.cluster import BIN, CACHE, HACK_CLUSTER, KubeCluster
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -186,6 +188,77 @@ class OperatorEnv:
         while not self.stop_renewing.wait(5.0):
             for node in list(self.alive):
                 self.renew_lease(node)
+
+    def mark_node_unknown(self, node: str) -> None:
+        """What kube-controller-manager's node lifecycle controller writes when it has not
+        seen the node's heartbeat for its grace period: Ready=Unknown, with the kubelet's
+        last heartbeat time kept (e.g. right after an API outage longer than the grace
+        period, before the kubelet could report again). kwok stops managing the node
+        (it would post Ready again); `set_node_ready(node, True)` hands it back."""
+        self.cluster.kubectl("annotate", "node", node, f"{KWOK_ANNOTATION}-")
+        cond = condition(self.cluster_get("node", node), "Ready")
+        patch = {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "Unknown",
+                        "reason": "NodeStatusUnknown",
+                        "message": "Kubelet stopped posting node status.",
+                        "lastHeartbeatTime": cond.get("lastHeartbeatTime") or _now(),
+                        "lastTransitionTime": _now(),
+                    }
+                ]
+            }
+        }
+        self.cluster.kubectl(
+            "patch", "node", node, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
+        )
+
+    def post_node_ready(self, node: str) -> None:
+        """The kubelet reporting again: Ready=True with a fresh heartbeat."""
+        patch = {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "test: kubelet is posting ready status",
+                        "lastHeartbeatTime": _now(),
+                        "lastTransitionTime": _now(),
+                    }
+                ]
+            }
+        }
+        self.cluster.kubectl(
+            "patch", "node", node, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
+        )
+
+    def mark_pod_not_ready_by_node_controller(self, pod: str) -> None:
+        """MarkPodsNotReady of the node lifecycle controller: only the Ready condition
+        turns False; ContainersReady (the kubelet's probe verdict) stays True."""
+        now = _now()
+        patch = {
+            "status": {
+                "conditions": [
+                    {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                    {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                    {"type": "Ready", "status": "False", "lastTransitionTime": now},
+                ]
+            }
+        }
+        self.kubectl(
+            "patch", "pod", pod, "--subresource=status", "--type=merge", "-p", json.dumps(patch)
+        )
+
+    def cluster_get(self, kind: str, name: str) -> dict[str, Any]:
+        """A cluster-scoped object (Node), {} when it does not exist."""
+        out = self.cluster.kubectl("get", kind, name, "-o", "json", check=False)
+        if out.returncode != 0:
+            return {}
+        data: dict[str, Any] = json.loads(out.stdout)
+        return data
 
     def set_pod_ready(self, pod: str, ready_: bool) -> None:
         """What a kubelet's readiness probe would report (kwok readies only new pods)."""
@@ -415,6 +488,134 @@ def operator_env(
                 )
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
             cluster.kubectl("delete", "node", *nodes, "--wait=false", check=False)
+
+
+def micro_stamp(ts: float) -> str:
+    """A Lease MicroTime, as hasmb-smbd writes it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+
+
+class OwnerRenewer:
+    """What hasmb-smbd on the owner node does with its Lease (kwok runs no real pods):
+    renew spec.renewTime every `interval` s while it holds the Lease, carrying its
+    fencing mode in hasmb.io/fencing. A JSON patch whose `test` of holderIdentity makes
+    the renewal a no-op once the Lease moved elsewhere."""
+
+    def __init__(
+        self,
+        env: OperatorEnv,
+        svm: str,
+        node: str,
+        fencing: str = "partner",
+        interval: float = 1.5,
+    ) -> None:
+        self.env = env
+        self.lease = f"{svm}-owner"
+        self.node = node
+        self.fencing = fencing
+        self.interval = interval
+        self.renewed: list[float] = []  # wall-clock times of successful renewals
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> OwnerRenewer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            now = time.time()
+            patch = [
+                {"op": "test", "path": "/spec/holderIdentity", "value": self.node},
+                {"op": "replace", "path": "/spec/renewTime", "value": micro_stamp(now)},
+                {
+                    "op": "add",
+                    "path": "/metadata/annotations/hasmb.io~1fencing",
+                    "value": self.fencing,
+                },
+            ]
+            out = self.env.cluster.kubectl(
+                "-n",
+                self.env.namespace,
+                "--request-timeout=2s",
+                "patch",
+                "lease",
+                self.lease,
+                "--type=json",
+                "-p",
+                json.dumps(patch),
+                check=False,
+            )
+            if out.returncode == 0 and not self._stop.is_set():
+                self.renewed.append(now)
+            self._stop.wait(self.interval)
+
+
+@dataclass(frozen=True)
+class PrivateCluster:
+    """A control plane of its own (hack/cluster with its own directory and ports)."""
+
+    cluster: KubeCluster
+    root: Path
+
+    def component_pid(self, name: str) -> int:
+        pid = int((self.root / "pids" / f"{name}.pid").read_text())
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        comm = stat[stat.find("(") + 1 : stat.rfind(")")]
+        assert comm == name[:15], f"pid {pid} is {comm!r}, not {name}"
+        return pid
+
+    @contextlib.contextmanager
+    def apiserver_stopped(self) -> Iterator[None]:
+        """SIGSTOP kube-apiserver (it hangs: connections stay open, nothing answers);
+        SIGCONT on the way out, whatever happened."""
+        pid = self.component_pid("kube-apiserver")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+
+@contextlib.contextmanager
+def private_cluster(prefix: str) -> Iterator[PrivateCluster]:
+    """hack/cluster up in a directory and on ports of its own, down afterwards.
+
+    For tests that stop the apiserver: the shared cluster may serve other test
+    sessions at the same time, which must not stall with it.
+    """
+    root = CACHE / f"cluster-{prefix}-{os.getpid()}"
+    env: dict[str, str] = {}
+    last = ""
+    for k in range(1, 30):
+        env = {
+            **os.environ,
+            "HASMB_CLUSTER_DIR": str(root),
+            "HASMB_CLUSTER_PORT_OFFSET": str(1000 + 40 * k),
+        }
+        up = subprocess.run(
+            [str(HACK_CLUSTER), "up", "--nodes", "1"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
+        if up.returncode == 0:
+            break
+        last = up.stdout + up.stderr
+        subprocess.run([str(HACK_CLUSTER), "down"], capture_output=True, env=env, timeout=300)
+        if "in use" not in last:
+            raise RuntimeError(f"hack/cluster up (private) failed:\n{last}")
+    else:
+        raise RuntimeError(f"no free ports for a private cluster:\n{last}")
+    try:
+        yield PrivateCluster(KubeCluster(kubeconfig=root / "kubeconfig", bin_dir=BIN), root)
+    finally:
+        subprocess.run([str(HACK_CLUSTER), "down"], capture_output=True, env=env, timeout=300)
 
 
 class ServingMonitor:

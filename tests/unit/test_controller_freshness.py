@@ -241,6 +241,12 @@ def test_a_pod_marked_by_the_node_controller_is_doubted_until_its_kubelet_had_ti
     assert doubt(A, probe_failed, FRESH, 1000.0) is None
     # so is the mark when the holder stopped renewing its Lease (it renewed before)
     assert doubt(A, replace(marked, holder_lapsed=True), FRESH, 1000.0) is None
+    # the grace runs from when its Node was seen Ready again: the kubelet puts the pod
+    # right only once it reports (here the Node was Unknown until 1005)
+    back = replace(marked, node_seen=1005.0)
+    d = doubt(A, back, FRESH, 1020.0)
+    assert d is not None and d.left == MARK_GRACE - 15.0 and "since 15.0 s" in d.why
+    assert doubt(A, back, FRESH, 1005.0 + MARK_GRACE) is None
 
 
 def test_judge_collects_doubts_and_the_earliest_recheck() -> None:

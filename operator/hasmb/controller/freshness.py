@@ -25,8 +25,10 @@ Two rules (docs/operator.md, "Stale status after lost API contact"):
     is live on this clock;
   * its pod is NotReady with ContainersReady still True (the node controller's
     mark: the kubelet's own readiness verdict sets ContainersReady=False too), for
-    `MARK_GRACE` seconds after the mark was seen, unless the Node is trusted down or
-    the pod is the holder whose Lease, which it renewed, expired on this clock.
+    `MARK_GRACE` seconds after the mark was seen and after its Node was seen Ready
+    again (the kubelet puts the pod right only once it reports again), unless the
+    Node is trusted down or the pod is the holder whose Lease, which it renewed,
+    expired on this clock.
 
   Facts are never doubted: a pod that is gone or terminating, a Node that is gone.
 
@@ -178,6 +180,7 @@ class Evidence:
     node: Body | None
     pod: Body | None
     pod_seen: float | None = None  # monotonic: when the pod's readiness was first seen as is
+    node_seen: float | None = None  # monotonic: when the Node's Ready was first seen as is
     node_lease_left: float = 0.0
     node_lease_seen: float | None = None  # monotonic: when the heartbeat was last seen
     holder_lapsed: bool = False  # the holder's Lease, which it renewed, expired here
@@ -258,12 +261,14 @@ def doubt(name: str, e: Evidence, contact: ContactState, now: float) -> Doubt | 
     if nd is not None:
         return nd
     seen = e.pod_seen if e.pod_seen is not None else now
-    left = max(seen, contact.since) + MARK_GRACE - now
+    back = e.node_seen if e.node_seen is not None else seen
+    left = max(seen, back, contact.since) + MARK_GRACE - now
     if left <= 0:
         return None
     return Doubt(
         f"pod on {name} was marked NotReady by the node controller "
-        f"{max(0.0, now - seen):.1f} s ago while its Node is Ready; waiting for its kubelet",
+        f"{max(0.0, now - seen):.1f} s ago; its Node reads Ready (since "
+        f"{max(0.0, now - back):.1f} s): waiting for its kubelet",
         left,
     )
 
@@ -314,6 +319,7 @@ def evidence(
     """Evidence about `node` and its SVM pod `pod` from the Store's bodies and times."""
     if node_body is None:
         node_body = store.get("Node", "", node)
+    nseen = store.seen_of("Node", "", node)
     lease = store.get(NODE_LEASE, NODE_LEASE_NAMESPACE, node)
     lease_seen = store.seen_of(NODE_LEASE, NODE_LEASE_NAMESPACE, node)
     pod_seen = None
@@ -325,6 +331,7 @@ def evidence(
         node=node_body,
         pod=pod,
         pod_seen=pod_seen,
+        node_seen=nseen.changed if nseen is not None else None,
         node_lease_left=node_lease_left(lease, lease_seen, contact, now),
         node_lease_seen=lease_seen.changed if lease_seen is not None else None,
         holder_lapsed=lapsed,

@@ -74,7 +74,7 @@ def _condition(body: Body, type_: str) -> str | None:
 
 
 def signature(kind: str, body: Body) -> tuple[Any, ...] | None:
-    """What `seen` times: a Lease's holder, epoch and renewal; a pod's readiness."""
+    """What `seen` times: a Lease's holder, epoch and renewal; a pod's or Node's readiness."""
     if kind in ("Lease", NODE_LEASE):
         spec = body.get("spec") or {}
         ann = (body.get("metadata") or {}).get("annotations") or {}
@@ -87,6 +87,8 @@ def signature(kind: str, body: Body) -> tuple[Any, ...] | None:
     if kind == "Pod":
         phase = (body.get("status") or {}).get("phase")
         return (phase, _condition(body, "Ready"), _condition(body, "ContainersReady"))
+    if kind == "Node":
+        return (_condition(body, "Ready"),)
     return None
 
 
