@@ -465,3 +465,82 @@ def test_a_stale_not_ready_with_an_unrenewed_lease_waits_for_the_kubelet() -> No
     store.put("Node", node(A))
     d, _ = _decide(store, contact, 162.0 + HOLD + 0.2)
     assert (d.owner, d.move) == (B, True)
+
+
+# --- the Runtime's probe ---------------------------------------------------------------
+
+
+def test_what_counts_as_lost_contact() -> None:
+    import aiohttp
+
+    from hasmb.controller.runtime import lost_contact
+    from hasmb.kube.client import ApiError
+
+    assert lost_contact(ApiError(503, "ServiceUnavailable", "")) == "HTTP 503 ServiceUnavailable"
+    assert lost_contact(ApiError(429, "TooManyRequests", "storage is (re)initializing"))
+    assert lost_contact(TimeoutError()) == "request timed out"
+    assert lost_contact(aiohttp.ServerDisconnectedError())
+    assert lost_contact(ConnectionRefusedError(111, "refused"))
+    # refusals are answers: the server is there
+    for refusal in (409, 404, 422, 403):
+        assert lost_contact(ApiError(refusal, "x", "")) is None
+    assert lost_contact(ValueError("bad json")) is None
+
+
+class HangingApi:
+    """Answers requests, or lets them hang while `hung` is set (a SIGSTOPped apiserver)."""
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.hung = False
+        self.resume = asyncio.Event()
+        self.lists = 0
+
+    async def request(self, method: str, path: str, **_: Any) -> dict[str, Any]:
+        while self.hung:
+            self.resume.clear()
+            await self.resume.wait()
+        return {"items": []}
+
+    async def list_versioned(
+        self, res: Any, namespace: str | None = None, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        await self.request("GET", "")
+        self.lists += 1
+        return [], 1
+
+
+async def test_the_probe_notices_a_hung_api_server_and_relists_when_it_answers() -> None:
+    import asyncio
+    from typing import cast
+
+    from hasmb.controller.runtime import Runtime
+    from hasmb.kube.client import KubeClient
+
+    api = HangingApi()
+    rt = Runtime(kube=cast(KubeClient, api), probe_interval=0.02, probe_timeout=0.1)
+    rt.contact.hold = 0.3
+    probe = asyncio.create_task(rt._probe())
+
+    async def until(cond: Any, what: str, within: float = 5.0) -> None:
+        deadline = asyncio.get_running_loop().time() + within
+        while not cond():
+            assert asyncio.get_running_loop().time() < deadline, what
+            await asyncio.sleep(0.01)
+
+    try:
+        await until(lambda: rt.contact.state(rt.mono()).fresh, "fresh after the start hold")
+        api.hung = True
+        await until(lambda: not rt.contact.in_contact(rt.mono()), "the loss noticed")
+        assert "probe: request timed out" in rt.contact.state(rt.mono()).text
+        api.hung = False
+        api.resume.set()
+        await until(lambda: rt.contact.in_contact(rt.mono()), "contact regained")
+        st = rt.contact.state(rt.mono())
+        assert not st.fresh and st.text.startswith("API contact regained (lost")
+        await until(lambda: api.lists > 0, "a LIST of everything after the regain")
+        await until(lambda: rt.contact.state(rt.mono()).fresh, "fresh one hold later")
+    finally:
+        probe.cancel()
+        await rt.stop()

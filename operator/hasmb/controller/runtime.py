@@ -9,6 +9,7 @@ own), which `freshness` needs to tell fresh status from stale.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable
@@ -131,8 +132,12 @@ class Runtime:
                     self.queue.add_after(key, self.contact.hold + 0.05)
 
         task = asyncio.create_task(relist(), name="relist-after-regain")
-        self.event_tasks.add(task)
-        task.add_done_callback(self.event_tasks.discard)
+        self.tasks.append(task)  # cancelled by stop() like the other background tasks
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self.tasks.remove(task)
 
     def post_event(self, body: dict[str, Any], reason: str, message: str, warning: bool) -> None:
         """Post an Event without holding up the reconcile (bounded concurrency)."""
