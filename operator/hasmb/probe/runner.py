@@ -9,6 +9,16 @@ and every acknowledged write missing at the final verification.
 With `ProbeSettings.witness` on, a WitnessAgent registers with the SVM's
 witness and moves the handles when it is told to (see witness_agent.py); the
 report's "witness" part says what it received and did.
+
+A driver can hold the writers still and check the volume at a moment of its
+choosing (hack/chaos does, around a thaw): `ProbeRun.pause()` returns once no
+worker has a request in flight (each worker parks at a `Gate` before its next
+request), `ProbeRun.verify()` then reads every acknowledged block back through a
+fresh connection (a DH2C reclaim, retried like any other request) and reports each
+block older than its last acknowledged generation, and `ProbeRun.resume()` lets
+the workers go on. A stale overwrite (an old owner applying a write after clients
+wrote newer data elsewhere) is only visible that way: a block rewritten after it
+hides it.
 """
 
 from __future__ import annotations
@@ -90,6 +100,98 @@ class ProbeReport:
         )
 
 
+@dataclass
+class VerifyResult:
+    """One on-demand read-back of every acknowledged block of one file."""
+
+    path: str
+    started: float  # time.monotonic()
+    seconds: float = 0.0
+    blocks: int = 0  # acknowledged blocks read back
+    lost: list[str] = field(default_factory=list)  # every block found behind its ack
+    errors: list[str] = field(default_factory=list)  # reads that failed
+
+
+def judge_block(data: bytes, index: int, acked: int, tag: int, size: int) -> str | None:
+    """Why block `index` read back as `data` breaks the acknowledgement of generation
+    `acked` of file `tag` (a lost write), or None when it holds that generation or a
+    newer one. A newer one is fine: a write whose reply never came may have been applied."""
+    got = parse_block(data, size)
+    if got is None or got.index != index or got.file_tag != tag:
+        return f"block {index}: corrupt or missing (acked gen {acked})"
+    if got.generation < acked:
+        return f"block {index}: gen {got.generation} < acked {acked}"
+    return None
+
+
+class Gate:
+    """Parks worker threads between their requests while a driver holds them paused.
+
+    Each worker calls `checkpoint()` before every request it makes and `leave()` when
+    it ends. While paused, `checkpoint()` blocks and the worker counts as parked;
+    `pause()` returns True once every worker still running is parked, so none has a
+    request in flight. A worker inside a request parks when that request ends: it is
+    bounded by the request's own reclaim deadline, and `pause()` returns False when
+    its timeout comes first (the gate stays paused: call it again, or `resume()`).
+    `close()` (the workload stopping) releases every worker for good.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._cond = threading.Condition()
+        self._workers = workers
+        self._parked = 0
+        self._left = 0
+        self._paused = False
+        self._closed = False
+
+    def checkpoint(self) -> None:
+        with self._cond:
+            if not self._paused or self._closed:
+                return
+            self._parked += 1
+            self._cond.notify_all()
+            try:
+                self._cond.wait_for(lambda: not self._paused or self._closed)
+            finally:
+                self._parked -= 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._left += 1
+            self._cond.notify_all()
+
+    def _all_parked(self) -> bool:
+        return self._paused and self._parked + self._left >= self._workers
+
+    def pause(self, timeout: float | None = None) -> bool:
+        with self._cond:
+            if self._closed:
+                return False
+            self._paused = True
+            return self._cond.wait_for(self._all_parked, timeout)
+
+    @property
+    def held(self) -> bool:
+        """Paused, and every running worker is parked (nothing in flight)."""
+        with self._cond:
+            return not self._closed and self._all_parked()
+
+    @property
+    def paused(self) -> bool:
+        with self._cond:
+            return self._paused
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 def _stall_dict(stall: Stall) -> dict[str, Any]:
     return {
         "seconds": round(stall.seconds, 4),
@@ -101,13 +203,23 @@ def _stall_dict(stall: Stall) -> dict[str, Any]:
 
 
 class Worker:
-    def __init__(self, settings: ProbeSettings, index: int, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: ProbeSettings,
+        index: int,
+        stop: threading.Event,
+        gate: Gate | None = None,
+    ) -> None:
         self.settings = settings
         self.tag = index + 1
         self.stop = stop
+        self.gate = gate or Gate(1)
         self.path = f"{settings.prefix}-{index}.bin"
         self.report = WorkerReport(self.path)
         self.acked: dict[int, int] = {}  # block index -> last acknowledged generation
+        # (block, acked generation) already reported lost: a later read-back that finds
+        # the same stale block again (nothing rewrote it yet) is not a second loss
+        self._reported: set[tuple[int, int]] = set()
         self.file = CaFile(
             settings.target,
             self.path,
@@ -118,15 +230,16 @@ class Worker:
         )
         self.current_stall_since: float | None = None
 
-    def _check(self, index: int, data: bytes) -> None:
+    def _check(self, index: int, data: bytes) -> str | None:
+        """The block's verdict (None: fine); a loss not reported before is recorded."""
         want = self.acked.get(index)
         if want is None:
-            return
-        got = parse_block(data, self.settings.block_size)
-        if got is None or got.index != index or got.file_tag != self.tag:
-            self._lost(f"block {index}: corrupt or missing (acked gen {want})")
-        elif got.generation < want:
-            self._lost(f"block {index}: gen {got.generation} < acked {want}")
+            return None
+        verdict = judge_block(data, index, want, self.tag, self.settings.block_size)
+        if verdict is not None and (index, want) not in self._reported:
+            self._reported.add((index, want))
+            self._lost(verdict)
+        return verdict
 
     def _lost(self, what: str) -> None:
         self.report.lost.append(what)
@@ -137,6 +250,12 @@ class Worker:
         self.report.error_at.append(time.monotonic())
 
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self.gate.leave()
+
+    def _run(self) -> None:
         size = self.settings.block_size
         rng = random.Random(self.tag)
         try:
@@ -150,6 +269,7 @@ class Worker:
             while not self.stop.is_set():
                 generation += 1
                 for index in range(self.settings.blocks):
+                    self.gate.checkpoint()
                     if self.stop.is_set():
                         break
                     data = make_block(BlockId(self.tag, index, generation), size)
@@ -162,6 +282,9 @@ class Worker:
                     self.report.writes += 1
                     if self.report.writes % self.settings.read_every == 0 and self.acked:
                         probe = rng.choice(list(self.acked))
+                        self.gate.checkpoint()
+                        if self.stop.is_set():
+                            break
                         try:
                             self._check(probe, self.file.read(probe * size, size))
                             self.report.reads += 1
@@ -175,13 +298,39 @@ class Worker:
             except Exception as exc:
                 self._error(f"close: {exc!r}")
 
-    def verify(self) -> None:
+    def verify(self) -> tuple[int, list[str]]:
+        """Read back every acknowledged block: (blocks read, verdicts of those found lost)."""
         size = self.settings.block_size
+        read, lost = 0, []
         for index in sorted(self.acked):
             try:
-                self._check(index, self.file.read(index * size, size))
+                verdict = self._check(index, self.file.read(index * size, size))
             except Exception as exc:
                 self._error(f"verify block {index}: {exc!r}")
+                continue
+            read += 1
+            if verdict is not None:
+                lost.append(verdict)
+        return read, lost
+
+    def verify_now(self) -> VerifyResult:
+        """Between requests (the worker parked at its gate, so no other thread uses the
+        file): reconnect afresh (a new connection and a DH2C reclaim, through whoever
+        serves the address now), then read back every acknowledged block."""
+        result = VerifyResult(self.path, started=time.monotonic())
+        errors_before = len(self.report.errors)
+        if self.file.handle is None:
+            self._error("verify: no open handle")
+        else:
+            try:
+                self.file.reclaim("verify on demand: a fresh connection")
+            except Exception as exc:
+                self._error(f"verify: reconnect: {exc!r}")
+            else:
+                result.blocks, result.lost = self.verify()
+        result.errors = self.report.errors[errors_before:]
+        result.seconds = time.monotonic() - result.started
+        return result
 
 
 class ProbeRun:
@@ -189,14 +338,18 @@ class ProbeRun:
 
     `start()` launches the workers; `current_stall()` is how long the worst-off
     worker has been waiting right now; `stalls()` every finished stall so far;
-    `stop()` ends the I/O, verifies every acknowledged block and returns the report.
+    `pause()` / `verify()` / `resume()` hold the writers still and read every block
+    back on demand; `stop()` ends the I/O, verifies every acknowledged block and
+    returns the report.
     """
 
     def __init__(self, settings: ProbeSettings, first_index: int = 0) -> None:
         self.settings = settings
         self.stop_event = threading.Event()
+        self.gate = Gate(settings.files)
         self.workers = [
-            Worker(settings, first_index + i, self.stop_event) for i in range(settings.files)
+            Worker(settings, first_index + i, self.stop_event, self.gate)
+            for i in range(settings.files)
         ]
         self._threads = [
             threading.Thread(target=w.run, name=f"probe-{w.path}", daemon=True)
@@ -231,12 +384,34 @@ class ProbeRun:
     def errors(self) -> int:
         return sum(len(w.report.errors) for w in self.workers)
 
+    def acked(self) -> dict[str, dict[int, int]]:
+        """Per file, the last acknowledged generation of each block written so far."""
+        return {w.path: dict(w.acked) for w in self.workers}
+
+    def pause(self, timeout: float | None = None) -> bool:
+        """Stop issuing requests. True once no worker has a request in flight; False when
+        `timeout` passed first (a request still running: it ends within its reclaim
+        deadline; the probe stays paused either way until `resume()`)."""
+        return self.gate.pause(timeout)
+
+    def verify(self) -> list[VerifyResult]:
+        """While paused (after a `pause()` that returned True): read back every
+        acknowledged block of every file through a fresh connection. Losses also go
+        to the report (`WorkerReport.lost` with `lost_at`), once per block and ack."""
+        if not self.gate.held:
+            raise RuntimeError("ProbeRun.verify() needs the probe paused with nothing in flight")
+        return [w.verify_now() for w in self.workers]
+
+    def resume(self) -> None:
+        self.gate.resume()
+
     def ready(self) -> bool:
         """Every worker has its handle open (or gave up trying)."""
         return all(w.file.handle is not None or w.report.errors for w in self.workers)
 
     def stop(self, timeout: float | None = None) -> ProbeReport:
         self.stop_event.set()
+        self.gate.close()  # a paused worker goes on to its final verification
         for thread in self._threads:
             thread.join(timeout)
         witness = self.witness.stop() if self.settings.witness.mode != "off" else None
