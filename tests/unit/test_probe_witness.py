@@ -66,7 +66,11 @@ def test_resource_change_unavailable_for_our_address_reconnects_in_place() -> No
     assert decide(change(A, False), A) == WitnessAction(A, True, f"RESOURCE_CHANGE {A} unavailable")
     assert decide(change("::ffff:10.0.0.1", False), A) is None  # another address family
     assert decide(change(B, False), A) is None  # someone else's address
-    assert decide(change(A, True), A) is None  # back again: nothing to do
+    # back again: a reconnection stuck on the failed path starts over, nothing else
+    assert decide(change(A, True), A) == WitnessAction(
+        A, False, f"RESOURCE_CHANGE {A} available", retry=True
+    )
+    assert decide(change(B, True), A) is None
 
 
 def test_resource_change_for_the_net_name() -> None:

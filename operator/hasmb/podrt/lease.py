@@ -15,11 +15,17 @@ with (1 - fence_fraction) of it to spare for closing connections and clock skew.
 
 With a fence (hasmb.smb.fence), every renewal says where the owner's authority
 comes from, in the annotation hasmb.io/fencing: `lease` -- the renewal grants the
-owner `fence_fraction` of the duration from its send time, and a partner waits a
-whole duration after it saw the renewal; or `partner` -- the owner serves on its
-partner's confirmations (hasmb.smb.pair) and the renewal grants nothing, so the
-partner may take over as soon as its own promise ran out and no `lease` renewal
-was seen for a duration. docs/continuous-availability.md "Fencing".
+owner `fence_fraction` of the duration from its send time, and a partner waits
+that long plus GRANT_MARGIN after it saw the renewal; or `partner` -- the owner
+serves on its partner's confirmations (hasmb.smb.pair) and the renewal grants
+nothing, so the partner may take over as soon as its own promise ran out and the
+last `lease` renewal's grant ran out on its clock. A write that changes holder or
+epoch grants nothing: the new holder's authority starts with its own first renewal
+(or its partner's confirmation); until that renewal is seen, it is given TERM_GRACE
+to arm. Seeing a renewal is enough to bound its grant
+because the takeover is a CAS on the resourceVersion the partner saw: a renewal it
+did not see makes the takeover fail with 409, and one it saw was sent before it saw
+it. docs/continuous-availability.md "Fencing".
 """
 
 from __future__ import annotations
@@ -43,6 +49,15 @@ log = logging.getLogger("hasmb.podrt.lease")
 
 ANN_FENCING = "hasmb.io/fencing"
 LEASE_MODE, PARTNER_MODE = "lease", "partner"
+# A `lease` renewal grants the owner this fraction of the duration from its send time.
+LEASE_GRANT_FRACTION = 2 / 3
+# A partner judges that grant from when it saw the renewal, plus this much for the
+# rate difference of two nodes' clocks and the moments between a check and the clock.
+GRANT_MARGIN = 0.25
+# A holder that has not renewed yet since its term began is arming, not silent, for
+# this long: it waits until its own promise to the previous owner ran out (up to the
+# pair's 2 s), asks its partner for a confirmation (up to 1 s), then renews.
+TERM_GRACE = 3.5
 
 LEASES = "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
 
@@ -81,6 +96,10 @@ class LeaseWatch:
     # CLOCK_BOOTTIME at which a write granting the holder authority by itself (fencing
     # `lease`) was last seen, or this watch (re)listed and may have missed one
     grant_seen: float = field(default_factory=fence_clock.now)
+    # CLOCK_BOOTTIME at which the current holder and epoch were first seen, and whether
+    # a renewal of that term was seen since (the holder armed)
+    term_seen: float = field(default_factory=fence_clock.now)
+    term_renewed: bool = False
     _task: asyncio.Task[None] | None = None
 
     @property
@@ -115,7 +134,12 @@ class LeaseWatch:
             view.renewed,
         ):
             self.progressed = time.monotonic()
-            if view.fencing != PARTNER_MODE or old is None or old.holder != view.holder:
+            same_term = old is not None and (old.holder, old.epoch) == (view.holder, view.epoch)
+            if not same_term:
+                self.term_seen, self.term_renewed = fence_clock.now(), False
+            else:
+                self.term_renewed = True
+            if view.fencing != PARTNER_MODE and (same_term or old is None):
                 self.grant_seen = fence_clock.now()
         if old is None or (old.holder, old.epoch) != (view.holder, view.epoch):
             self.changed.set()
@@ -131,10 +155,22 @@ class LeaseWatch:
         return view is not None and time.monotonic() - self.progressed > view.duration
 
     def grant_lapsed(self) -> bool:
-        """No write that granted the holder authority by itself (fencing `lease`) was
-        seen for a whole duration: whatever it granted has run out."""
+        """The last write seen that granted the holder authority by itself (a `lease`
+        renewal) has run out on this clock: seen more than its grant plus a margin ago."""
+        return self.current is not None and self.grant_left() <= 0
+
+    def grant_left(self) -> float:
+        """Seconds until grant_lapsed() (for /status)."""
         view = self.current
-        return view is not None and fence_clock.now() - self.grant_seen > view.duration
+        if view is None:
+            return 0.0
+        now = fence_clock.now()
+        left = view.duration * LEASE_GRANT_FRACTION + GRANT_MARGIN - (now - self.grant_seen)
+        if not self.term_renewed:
+            # a new holder is arming (it waits out its own promises, then renews):
+            # not silent yet, whatever it has been granted
+            left = max(left, TERM_GRACE - (now - self.term_seen))
+        return max(0.0, left)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -175,7 +211,7 @@ class LeaseRenewer:
     watch: LeaseWatch
     holder: str
     epoch: int
-    fence_fraction: float = 2 / 3
+    fence_fraction: float = LEASE_GRANT_FRACTION
     renew_fraction: float = 1 / 4
     last_ok: float = field(default_factory=time.monotonic)  # send time of the last renewal
     renewals: int = 0

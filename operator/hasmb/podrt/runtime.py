@@ -68,7 +68,7 @@ from hasmb.podrt.partner import REASON as PARTNER_FAILOVER
 from hasmb.podrt.partner import PartnerWatch
 from hasmb.podrt.peers import PeerWatch
 from hasmb.podrt.shares import apply_shares
-from hasmb.podrt.witness import witness_interfaces
+from hasmb.podrt.witness import announced, witness_interfaces
 from hasmb.smb.config import ConfigError, SmbdConfig, from_mapping
 from hasmb.smb.fence import now as fence_now
 from hasmb.smb.forward import Standby
@@ -82,6 +82,11 @@ log = logging.getLogger("hasmb.podrt")
 ANN_HANDLES = "hasmb.io/persistent-handles"
 # Lease reasons the operator writes for moves nobody planned (docs/operator.md)
 UNPLANNED = frozenset({"Failover", PARTNER_FAILOVER})
+# After a planned hand-over a new holder arms from its partner's confirmation when
+# one comes this soon (the old owner is a standby again within milliseconds), and when
+# at least ARM_MIN_LEFT of it is left after the renewal; else from a `lease` renewal.
+ARM_WAIT = 1.0
+ARM_MIN_LEFT = 0.5
 
 
 async def _armed() -> None:
@@ -126,6 +131,10 @@ class PodRuntime:
     pair: PairServer | None = None  # this pod's promises to the owner (as standby)
     pair_client: PairClient | None = None  # this pod's pings to the partner (as owner)
     handovers: list[float] = field(default_factory=list)
+    # Nodes whose LIFs this pod's witness announced unavailable by itself (it saw the
+    # node stop serving): they stay unavailable in what it announces until the
+    # operator's rendering moves them off the node or the node owns again.
+    reported_down: set[str] = field(default_factory=set)
     _admin: asyncio.AbstractServer | None = None
     _owner_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -286,23 +295,26 @@ class PodRuntime:
             mode=lambda: PARTNER_MODE if client.confirmed() else LEASE_MODE,
             wake=client.unconfirmed,
         )
+        client.start()
         try:
-            # the first grant: a `lease` renewal (a CAS: nobody moved the Lease since)
-            sent = await asyncio.wait_for(renewer.renew_once(LEASE_MODE), 5)
+            # after a planned hand-over the previous owner is a standby by now and
+            # confirms at once; after a failure, waiting for one would only add a stall
+            planned = old[0] is not None and self.pair.release_received == old
+            await self._arm(client, renewer, view.duration, ARM_WAIT if planned else 0.0)
         except (StoreError, TimeoutError, LeaseLost, KubeApiError) as exc:
             log.error("cannot renew the lease before serving: %s", exc)
+            await client.stop()
             self.pair.allow()
             return
-        self.server.fence.hold(sent + view.duration * renewer.fence_fraction, "lease renewal")
         self.standby.epoch = epoch
         await self.standby.take_over(f"lease names {self.env.node} at epoch {epoch}")
         if self.standby.role != "owner":
             self.server.fence.revoke("takeover failed")
+            await client.stop()
             self.pair.allow()
             return
         self.renewer, self.pair_client = renewer, client
         renewer.start()
-        client.start()
         loop = asyncio.get_running_loop()
         self._owner_tasks = [
             loop.create_task(watch_epoch(self.server, self.store, self.epoch_check)),
@@ -314,6 +326,27 @@ class PodRuntime:
             epoch,
             self.standby.takeover_seconds,
         )
+
+    async def _arm(
+        self, client: PairClient, renewer: LeaseRenewer, duration: float, wait: float
+    ) -> None:
+        """Start the holding: from the partner's confirmation when it comes within
+        `wait` (its promise covers the grant, and the renewal that proves this pod
+        still holds the Lease grants nothing: a freeze right after a giveback is taken
+        over within the pair's 2 s), else from a `lease` renewal (4 s of a 6 s Lease:
+        the partner is gone, as after an unplanned takeover). Both renewals are a CAS:
+        nobody moved the Lease since."""
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(client.first_grant.wait(), wait)
+        if client.first_grant.is_set():
+            await asyncio.wait_for(renewer.renew_once(PARTNER_MODE), 5)
+            if client.pending_until - fence_now() > ARM_MIN_LEFT:
+                self.server.fence.hold(client.pending_until, "partner confirms")
+                return
+            log.warning("the partner's confirmation ran out while renewing: arming from the lease")
+        sent = await asyncio.wait_for(renewer.renew_once(LEASE_MODE), 5)
+        self.server.fence.hold(sent + duration * renewer.fence_fraction, "lease renewal")
 
     async def _stop_owner_tasks(self) -> None:
         if self.pair_client is not None:
@@ -332,6 +365,10 @@ class PodRuntime:
         log.warning("lease moved to %s at epoch %d: handing over", view.holder, view.epoch)
         await self._stop_serving()
         await self._start_standby()
+        if self.pair is not None:
+            # it denied every ping since it took over (wait_clear): a standby again,
+            # it confirms the new owner, which then arms from it (see _arm)
+            self.pair.allow()
         self._point_forwarding(view)
         self.handovers.append(time.monotonic() - started)
         log.warning("standby again in %.3f s", self.handovers[-1])
@@ -363,7 +400,7 @@ class PodRuntime:
         view = self.lease.current
         if self.pair is None or view is None:
             return {}
-        grant = self.lease.grant_seen + view.duration - fence_now()
+        grant = self.lease.grant_left()
         return {
             "leaseGrantSeconds": round(max(0.0, grant), 3),
             "silentOwnerProtectedSeconds": round(
@@ -515,7 +552,9 @@ class PodRuntime:
     def _notify_move(self, old: str | None, view: LeaseView) -> None:
         if self.witness is None or old is None or old == view.holder:
             return
+        self.reported_down.discard(view.holder or "")
         if view.reason in UNPLANNED:
+            self.reported_down.add(old)
             sent = self.witness.notify_node_state(old, available=False)
             log.info("witness: RESOURCE_CHANGE for %s's interfaces to %d client(s)", old, sent)
             return
@@ -567,7 +606,7 @@ class PodRuntime:
             )
         changed = new.witness.interfaces != self.cfg.witness.interfaces
         self.cfg.witness.interfaces = new.witness.interfaces
-        wanted = witness_interfaces(self.cfg)
+        wanted, self.reported_down = announced(witness_interfaces(self.cfg), self.reported_down)
         # Compared with what the witness announces, not only with the last config: a
         # failure it reported by itself (notify_node_state) is undone by the next config
         # even when the operator's rendering came back to the same text.

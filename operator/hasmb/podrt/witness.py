@@ -10,6 +10,7 @@ registers with the witness of a node it is *not* connected through).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,6 +42,21 @@ def witness_interfaces(cfg: SmbdConfig) -> list[WitnessInterfaceConfig]:
         except (WitnessConfigError, ValueError) as exc:
             log.warning("witness interface %s ignored: %s", i.name, exc)
     return out
+
+
+def announced(
+    rendered: list[WitnessInterfaceConfig], down: set[str]
+) -> tuple[list[WitnessInterfaceConfig], set[str]]:
+    """The operator's interfaces as the witness should announce them, with those still
+    on a node in `down` (this pod saw it stop serving and said so) kept unavailable,
+    and the nodes still to mask. A rendering from before a LIF's failover must not
+    tell clients to reconnect through an address that still leads to the failed pod
+    (a frozen process's kernel accepts the connection, and the client waits out its
+    timeout); a node left with no LIF has nothing to mask any more, so what the
+    operator renders later (the LIF back home) counts as it is."""
+    left = down & {i.node for i in rendered}
+    out = [dataclasses.replace(i, state="unavailable") if i.node in left else i for i in rendered]
+    return out, left
 
 
 @dataclass

@@ -335,6 +335,19 @@ class CaFile:
                 target=_abort, args=(conn, request.host), name="probe-abort", daemon=True
             ).start()
 
+    def restart_attempt(self, host: str) -> bool:
+        """Close a reconnection attempt in progress to `host` (the witness says it is
+        available again: the attempt may be stuck on the path that failed); the
+        reclaim loop tries again at once. A live connection is left alone."""
+        with self._move_lock:
+            attempt = self._attempt
+            if attempt is None or self._attempt_host != host:
+                return False
+        threading.Thread(
+            target=_abort, args=(attempt, host), name="probe-abort", daemon=True
+        ).start()
+        return True
+
     def _take_move(self) -> MoveRequest | None:
         """Adopt a pending move: retarget, and remember it until the handle is back."""
         with self._move_lock:

@@ -10,7 +10,9 @@ resulting action to every open handle):
 - RESOURCE_CHANGE "unavailable" (2.2.2.1) naming the address in use (or the
   net name): drop the connection at once and reclaim at the same address
   (the LIF fails over to the partner; waiting for a TCP timeout is the stall
-  the witness exists to avoid). "available" changes need nothing.
+  the witness exists to avoid). "available" naming it: a reconnection attempt
+  in progress to it is started again (it may be stuck on the path that failed:
+  a frozen server's kernel still accepts); a live connection is left alone.
 - IP_CHANGE: if the address in use went offline, move to an online one.
 """
 
@@ -43,6 +45,7 @@ class WitnessAction:
     host: str  # where the handle must be reclaimed
     abort: bool  # close the current connection now instead of after the next reply
     reason: str
+    retry: bool = False  # only restart a reconnection attempt in progress to host
 
 
 def same_address(a: str, b: str) -> bool:
@@ -66,14 +69,17 @@ def decide(note: WitnessNotification, connected: str, net_name: str = "") -> Wit
         here = [t for t in targets if same_address(t, connected)]
         return WitnessAction((here or targets)[0], False, f"{type_name(kind)} to {targets}")
     if kind == RESOURCE_CHANGE_NOTIFICATION:
+        back: WitnessAction | None = None
         for change in note.resource_changes:
-            if change.change_type != RESOURCE_STATE_UNAVAILABLE:
-                continue
-            if same_address(change.name, connected) or (
+            named = same_address(change.name, connected) or bool(
                 net_name and change.name.lower() == net_name.lower()
-            ):
+            )
+            if not named:
+                continue
+            if change.change_type == RESOURCE_STATE_UNAVAILABLE:
                 return WitnessAction(connected, True, f"RESOURCE_CHANGE {change.name} unavailable")
-        return None
+            back = WitnessAction(connected, False, f"RESOURCE_CHANGE {change.name} available", True)
+        return back
     if kind == IP_CHANGE_NOTIFICATION:
         addrs = [a for lst in note.ip_lists for a in lst]
         if not any(same_address(a.address, connected) and not a.online for a in addrs):

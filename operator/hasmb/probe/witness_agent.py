@@ -381,6 +381,11 @@ class WitnessAgent:
             log.info("witness %s: %s %s -> %s", witness, event.type, event.detail, action)
             if action is None:
                 continue
+            if action.retry:
+                restarted = sum(f.restart_attempt(action.host) for f in self._files())
+                with self._lock:
+                    event.action = f"restart {restarted} reconnection(s) to {action.host}"
+                continue
             request = MoveRequest(action.host, action.reason, now, event.number)
             for f in self._files():
                 f.request_move(request, dead_host=connected if action.abort else None)

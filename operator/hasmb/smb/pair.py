@@ -50,6 +50,7 @@ log = logging.getLogger("hasmb.smb.pair")
 PAIR_PORT = 9301  # in pods: the pair channel on the pod IP (the container port "pair")
 CONFIRM_SECONDS = 2.0  # C: how long one confirmation keeps the owner serving
 PING_INTERVAL = 0.25
+ARM_PING_INTERVAL = 0.05  # before the first confirmation (an owner about to arm on it)
 SOLO_AFTER = 0.75  # no confirmation for this long: the owner turns to its other source
 MARGIN = 0.05  # the owner's grant ends this much before the partner's promise
 MAX_LINE = 4096
@@ -86,6 +87,10 @@ class PairServer:
     owner_solo: bool = True  # the last ping's solo flag
     released: tuple[str, int] | None = None
     denying: str = ""  # set while deciding or after taking over: confirm nothing
+    # the last release the owner itself sent (`released` is also set by a standby that
+    # saw the owner's port refuse): proof that the previous owner is alive, a standby
+    # by now, and will confirm its successor
+    release_received: tuple[str, int] | None = None
     confirms: int = 0
     denials: int = 0
     last_ping: float = 0.0
@@ -181,7 +186,7 @@ class PairServer:
         if not isinstance(node, str) or not isinstance(epoch, int):
             return None
         if "release" in msg:
-            self.released = (node, epoch)
+            self.released = self.release_received = (node, epoch)
             self._release_seen.set()
             log.info("pair channel: %s released ownership at epoch %d", node, epoch)
             return {"released": epoch}
@@ -234,6 +239,9 @@ class PairClient:
     first_grant: asyncio.Event = field(default_factory=asyncio.Event)
     unconfirmed: asyncio.Event = field(default_factory=asyncio.Event)
     on_grant: Callable[[float], None] | None = None  # called with the grant's deadline
+    # Confirmations that came before the fence held (an owner about to arm from its
+    # partner, hasmb.podrt.runtime): the deadline the first hold may use.
+    pending_until: float = -math.inf
     _seq: int = 0
     _stopping: bool = False
     _conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
@@ -285,7 +293,9 @@ class PairClient:
                 self._close()
             if not self.confirmed():
                 self.unconfirmed.set()
-            await asyncio.sleep(max(0.0, self.interval - (now() - started)))
+            # until the first confirmation the owner is waiting to arm on it
+            pause = self.interval if self.first_grant.is_set() else ARM_PING_INTERVAL
+            await asyncio.sleep(max(0.0, pause - (now() - started)))
 
     async def ping_once(self) -> bool:
         sent = now()
@@ -316,7 +326,14 @@ class PairClient:
 
     def _grant(self, sent: float, source: str, valid: float = CONFIRM_SECONDS) -> None:
         until = sent + min(valid, CONFIRM_SECONDS) - MARGIN
-        if math.isinf(self.fence.deadline) and self.fence.holding:
+        if not self.fence.holding:
+            if source == CONFIRMED and not self._stopping:
+                self.pending_until = max(self.pending_until, until)
+                self.confirmed_at = max(self.confirmed_at, sent)
+                self.unconfirmed.clear()
+                self.first_grant.set()
+            return
+        if math.isinf(self.fence.deadline):
             if source != CONFIRMED:
                 return  # a lone owner stays one until its partner first confirms it
             self.fence.narrow(until, source)
