@@ -60,6 +60,9 @@ T = TypeVar("T")
 # we can act on, not a thread blocked for smbprotocol's 10-minute default.
 DEFAULT_REQUEST_TIMEOUT = 5.0
 MAX_TRAIL = 20  # failed attempts kept per stall
+# A request answered this late without any failure is recorded as a stall too: what
+# the caller sees is the wait, not its cause.
+SLOW_REPLY = 0.2
 
 
 class ReclaimFailed(Exception):
@@ -412,11 +415,14 @@ class CaFile:
                 self._note_attempt(f"{what}: {exc!r}")
                 self._drop()
                 continue
+            ended = time.monotonic()
             if failed_at is not None or attempts:
                 start = failed_at if failed_at is not None else attempt_started
-                self.stalls.append(
-                    Stall(start, time.monotonic(), attempts, reason, list(self._trail))
-                )
+                self.stalls.append(Stall(start, ended, attempts, reason, list(self._trail)))
+            elif ended - attempt_started >= SLOW_REPLY:
+                # no failure, but the caller waited all the same (a server that
+                # hesitates, e.g. on a hung API server): a stall like any other
+                self.stalls.append(Stall(attempt_started, ended, 0, f"{what}: slow reply"))
             return result
 
     def _call(self, handle: Any, build: Callable[[], tuple[Any, Callable[..., T]]]) -> T:
