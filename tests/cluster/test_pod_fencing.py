@@ -133,12 +133,17 @@ def test_frozen_owner_is_taken_over_fast_and_never_writes_after(pair: PodPair) -
         w.pause()
     finally:
         os.kill(a.proc.pid, signal.SIGCONT)
-    # the thawed owner finds its fence lapsed: it self-fences or hands over, and writes nothing
+    # the thawed owner finds its fence lapsed: it self-fences, writes nothing, and stays
+    # on as a standby (no exit into the kubelet's crash-loop back-off)
     wait_for(lambda: a.proc.poll() is not None or a.role() == "standby", 20, "node-a to stop")
     time.sleep(0.5)  # what a thawed process would do with a buffered WRITE, it does now
     assert not w.lost(), w.lost()
     assert "after this server's authority ended" not in a.log(), a.log()[-4000:]
     assert "fence lapsed" in a.log() or "fence revoked" in a.log(), a.log()[-4000:]
+    assert a.proc.poll() is None and a.role() == "standby", a.log()[-4000:]
+    assert "a standby again, no exit" in a.log(), a.log()[-4000:]
+    # ... and confirms the new owner, as a standby should
+    wait_for(lambda: b.status()["fence"]["source"] == "partner confirms", 15, "b confirmed")
     lease = pair.lease()
     assert lease["metadata"]["annotations"]["hasmb.io/reason"] == "PartnerFailover", lease
     assert int(lease["metadata"]["annotations"]["hasmb.io/epoch"]) == epoch + 1
@@ -215,12 +220,17 @@ def test_api_and_partner_both_lost_the_owner_fences_within_the_promise(pair: Pod
         pa.cut.set()
         b.proc.kill()
         gone = time.monotonic()
-        wait_for(lambda: a.proc.poll() is not None, 15, "node-a to fence itself")
+        wait_for(lambda: "fence lapsed" in a.log(), 15, "node-a's fence to lapse")
         fenced = time.monotonic() - gone
+        # then it tries the Lease once (1 s: is someone else the owner?) and exits
+        wait_for(lambda: a.proc.poll() is not None, 15, "node-a to exit")
+        exited = time.monotonic() - gone
         assert a.proc.returncode == 3, a.log()[-3000:]
-        assert "fence lapsed" in a.log(), a.log()[-3000:]
-        print(f"API and partner lost: the owner stopped {fenced:.2f} s after the partner died")
-        # the last confirmation's grant (1.95 s) plus the exit; never the lease's 4 s
+        print(
+            f"API and partner lost: the owner stopped mutating {fenced:.2f} s after the "
+            f"partner died, exited after {exited:.2f} s"
+        )
+        # the last confirmation's grant (1.95 s); never the lease's 4 s
         assert fenced < 3.5, fenced
     finally:
         pa.close()

@@ -198,6 +198,8 @@ def test_takeover_on_request_fences_the_old_owner(pair: Pair) -> None:
     admin(pair.admin_port, "/takeover?epoch=1", "POST")
     wait_until(lambda: "takeover failed, staying standby" in standby.log(), "refusal", 10)
     assert admin(pair.admin_port, "/status")["role"] == "standby"
+    # the kubelet's readiness probe: answered by the process itself, listener up
+    assert admin(pair.admin_port, "/healthz") == {"role": "standby", "listening": True}
     assert owner.alive()
     # the epoch the cluster's ownership record decided; 202: the takeover runs in the background
     admin(pair.admin_port, "/takeover?epoch=7", "POST")

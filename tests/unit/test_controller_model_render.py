@@ -127,6 +127,10 @@ def test_pod_is_pinned_labelled_owned_and_hashed() -> None:
     assert "subPath" not in mounts["config"]  # ConfigMap updates must reach the pod
     assert mounts["users"]["mountPath"] == "/etc/hasmb/users"
     assert md["annotations"][render.ANN_POD_HASH] == render.pod_hash(SVM1)
+    # readiness asks the process (a frozen one's kernel would pass a TCP probe)
+    ready = spec["containers"][0]["readinessProbe"]
+    assert ready["httpGet"] == {"path": "/healthz", "port": "metrics"}, ready
+    assert ready["periodSeconds"] * ready["failureThreshold"] <= 3, ready
     upgraded = SVM.from_body(
         body(
             "SVM",

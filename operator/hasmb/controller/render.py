@@ -267,7 +267,14 @@ def _pod_template(svm: SVM) -> dict[str, Any]:
             # the pair channel between the SVM's two pods (hasmb.smb.pair: fencing)
             {"name": "pair", "containerPort": PAIR_PORT, "protocol": "TCP"},
         ],
-        "readinessProbe": {"tcpSocket": {"port": "smb"}, "periodSeconds": 2},
+        # HTTP, not TCP: a frozen hasmb-smbd's kernel still accepts connections, so
+        # only an answer tells that it serves; NotReady within about 3 s moves its LIF
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": "metrics"},
+            "periodSeconds": 1,
+            "timeoutSeconds": 1,
+            "failureThreshold": 3,
+        },
         "volumeMounts": mounts,
     }
     return {"serviceAccountName": SMBD_ACCOUNT, "containers": [container], "volumes": volumes}

@@ -219,7 +219,17 @@ class PodRuntime:
             if self.renewer is not None and self.renewer.expired.is_set():
                 return await self._self_fence("lease renewal failed")
             if self.server.fence.lapsed.is_set() and self.standby.role == "owner":
-                return await self._self_fence(self.server.fence.lapse_reason)
+                code = await self._self_fence(self.server.fence.lapse_reason)
+                if not await self._ownership_moved():
+                    return code
+                # a thawed owner whose partner took over: nothing of the old holding
+                # is kept (a new server, store and listener), and it stays a standby
+                # in place rather than exit into the kubelet's crash-loop back-off,
+                # which would leave the pair without a standby for minutes
+                await self._start_standby()
+                if self.pair is not None:
+                    self.pair.allow()
+                continue
             if self.server.ca.fenced.is_set() and self.standby.role == "owner":
                 with contextlib.suppress(StoreError, TimeoutError):
                     await asyncio.wait_for(self.lease.read(), 5)
@@ -467,6 +477,22 @@ class PodRuntime:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._close_all(0), 1)
         return FENCED_EXIT
+
+    async def _ownership_moved(self) -> bool:
+        """After self-fencing: does the Lease, read afresh, name another holder? (An
+        unreachable API server, or the Lease still naming this pod: exit instead.)"""
+        try:
+            view = await asyncio.wait_for(self.lease.read(), 1)
+        except (StoreError, TimeoutError):
+            return False
+        if not view.holder or view.holder == self.env.node:
+            return False
+        log.warning(
+            "self-fenced; the lease names %s at epoch %d: a standby again, no exit",
+            view.holder,
+            view.epoch,
+        )
+        return True
 
     async def _shutdown(self) -> int:
         if self.standby.role == "owner" and self._partner_address() is not None:

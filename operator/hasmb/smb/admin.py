@@ -94,7 +94,16 @@ async def serve_admin(
             params = dict(urllib.parse.parse_qsl(query))
             code, ctype = 404, "application/json"
             payload = b'{"error": "not found"}'
-            if path == "/status" and method == "GET":
+            if path == "/healthz" and method == "GET":
+                # the kubelet's readiness probe: the event loop answers and the SMB
+                # listener is up (a TCP probe passes on a frozen process: its kernel
+                # accepts), so a frozen pod turns NotReady and its LIF fails over
+                listening = standby is None or standby.listening()
+                code = 200 if listening else 503
+                payload = json.dumps(
+                    {"role": standby.role if standby else "owner", "listening": listening}
+                ).encode()
+            elif path == "/status" and method == "GET":
                 code, payload = 200, json.dumps(status(server, store, standby)).encode()
             elif path == "/metrics" and method == "GET":
                 code, ctype = 200, "text/plain; version=0.0.4"
@@ -123,6 +132,7 @@ async def serve_admin(
                 403: "Forbidden",
                 405: "Method Not Allowed",
                 409: "Conflict",
+                503: "Service Unavailable",
             }.get(code, "Not Found")
             writer.write(
                 f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"

@@ -112,6 +112,9 @@ class Standby:
             self._spawn(self._watch_owner())
         return bound
 
+    def listening(self) -> bool:
+        return self._listener is not None and self._listener.is_serving()
+
     async def stop(self) -> None:
         for t in list(self._tasks):
             t.cancel()
