@@ -8,7 +8,7 @@ from typing import cast
 import pytest
 import yaml
 
-from hasmb.controller.render import LEASE_SECONDS
+from hasmb.contract import LEASE_SECONDS
 from hasmb.handles.kube_api import KubeApi
 from hasmb.podrt.env import PodEnv, PodEnvError
 from hasmb.podrt.lease import LeaseView
