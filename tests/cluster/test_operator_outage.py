@@ -32,7 +32,7 @@ from tests.cluster.operator_harness import (
 )
 
 OUTAGE = 12.0  # seconds the apiserver is stopped: longer than the 6 s Lease
-HOLD = 6.0  # render.LEASE_SECONDS: the operator's hold after contact returns
+HOLD = 6.0  # hasmb.contract.LEASE_SECONDS: the operator's hold after contact returns
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from hasmb.contract import LABEL_STORE
 from hasmb.handles import PersistentOpenRecord, StoreFullError
-from hasmb.handles.configmap_store import LABEL_STORE, SHARD_TARGET, ConfigMapHandleStore
+from hasmb.handles.configmap_store import SHARD_TARGET, ConfigMapHandleStore
 
 MIB = 1 << 20
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hasmb import contract
 from hasmb.controller import freshness, render
 from hasmb.controller.freshness import MARK_GRACE, Contact, Evidence, doubt, judge, lease_left
 from hasmb.controller.model import SVM
@@ -25,7 +26,7 @@ from hasmb.controller.placement import (
 from hasmb.controller.store import NODE_LEASE, Store
 
 A, B = "node-a", "node-b"
-HOLD = render.LEASE_SECONDS
+HOLD = contract.LEASE_SECONDS
 SVM1 = SVM.from_body(
     {
         "metadata": {"name": "svm1", "namespace": "ns", "uid": "u-1", "generation": 1},
@@ -57,7 +58,7 @@ def pod(on: str, ready: bool = True, containers: bool | None = None, rv: int = 1
             "namespace": "ns",
             "uid": f"uid-{on}",
             "resourceVersion": str(rv),
-            "labels": {render.LABEL_SVM: "svm1"},
+            "labels": {contract.LABEL_SVM: "svm1"},
         },
         "spec": {"nodeName": on},
         "status": {
@@ -88,7 +89,7 @@ def svm_lease(
     body = render.lease(SVM1, holder, epoch, "Home", acquired)
     body["metadata"]["resourceVersion"] = str(rv)
     body["metadata"]["uid"] = "lease-uid"
-    body["spec"]["renewTime"] = render.micro_time(renewed)
+    body["spec"]["renewTime"] = contract.micro_time(renewed)
     return body
 
 
@@ -138,7 +139,7 @@ def test_lease_age_is_judged_from_when_the_renewal_was_seen_not_from_renew_time(
     # the holder's clock is far behind ours: its renewTime is "old" the moment it is written
     store.put("Lease", svm_lease(A, acquired=10.0, renewed=20.0, rv=1))
     body = store.get("Lease", "ns", "svm1-owner")
-    own = render.read_ownership(body)
+    own = contract.read_ownership(body)
     seen = store.seen_of("Lease", "ns", "svm1-owner")
     assert lease_left(own, seen, FRESH, 5000.0) == HOLD
     assert lease_left(own, seen, FRESH, 5000.0 + HOLD - 1) == 1.0
@@ -147,7 +148,7 @@ def test_lease_age_is_judged_from_when_the_renewal_was_seen_not_from_renew_time(
     store.put("Lease", svm_lease(A, acquired=10.0, renewed=21.5, rv=2))  # renewed again
     seen = store.seen_of("Lease", "ns", "svm1-owner")
     assert seen is not None and seen.renewal == 5004.0
-    own = render.read_ownership(store.get("Lease", "ns", "svm1-owner"))
+    own = contract.read_ownership(store.get("Lease", "ns", "svm1-owner"))
     assert lease_left(own, seen, FRESH, 5008.0) == HOLD - 4.0
 
 
@@ -156,11 +157,11 @@ def test_a_renewal_seen_here_counts_even_when_clocks_make_renew_time_look_early(
     store = Store(mono=clock)
     # acquired by the operator (its clock), renewed by a pod whose clock is 3 s behind
     store.put("Lease", svm_lease(A, acquired=50.0, renewed=50.0, rv=1))
-    own = render.read_ownership(store.get("Lease", "ns", "svm1-owner"))
+    own = contract.read_ownership(store.get("Lease", "ns", "svm1-owner"))
     assert lease_left(own, store.seen_of("Lease", "ns", "svm1-owner"), FRESH, 100.0) == 0.0
     clock.t = 101.0
     store.put("Lease", svm_lease(A, acquired=50.0, renewed=48.5, rv=2))
-    own = render.read_ownership(store.get("Lease", "ns", "svm1-owner"))
+    own = contract.read_ownership(store.get("Lease", "ns", "svm1-owner"))
     assert not own.holder_renewed
     assert lease_left(own, store.seen_of("Lease", "ns", "svm1-owner"), FRESH, 102.0) == HOLD - 1
     # a new holder starts without a renewal
@@ -174,7 +175,7 @@ def test_after_an_outage_a_lease_expires_no_sooner_than_a_duration_after_contact
     clock = Clock(100.0)
     store = Store(mono=clock)
     store.put("Lease", svm_lease(A, acquired=1.0, renewed=2.0, rv=1))  # seen at 100
-    own = render.read_ownership(store.get("Lease", "ns", "svm1-owner"))
+    own = contract.read_ownership(store.get("Lease", "ns", "svm1-owner"))
     seen = store.seen_of("Lease", "ns", "svm1-owner")
     c = Contact(since=90.0)
     c.ok(100.0)
@@ -402,7 +403,7 @@ def _decide(store: Store, contact: Contact, now: float) -> tuple[Any, Any]:
         contact.ok(t)
     contact.ok(now)
     lease = store.get("Lease", "ns", "svm1-owner")
-    own = render.read_ownership(lease)
+    own = contract.read_ownership(lease)
     seen = store.seen_of("Lease", "ns", "svm1-owner")
     st = contact.state(now)
     lapsed = freshness.holder_lapsed(own, seen, st, now)

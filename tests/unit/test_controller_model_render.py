@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from hasmb import contract
 from hasmb.controller import render
 from hasmb.controller.model import LIF, SVM, HAPair, Share, lif_ip_owner, normalise_share_path
 from hasmb.smb.config import from_mapping
@@ -102,7 +103,7 @@ def test_config_follows_contract_3_and_loads_in_smbd() -> None:
     lifs = [render.LifPlacement("lif-a", "10.96.100.10", "node-a", True)]
     config = render.smbd_config(SVM1, shares, lifs)
     cm = render.config_map(SVM1, config)
-    text = cm["data"][render.CONFIG_KEY]
+    text = cm["data"][contract.CONFIG_KEY]
     loaded = from_mapping(yaml.safe_load(text))
     assert loaded.netname == "SVM1" and loaded.users_dir == "/etc/hasmb/users"
     assert [(s.name, s.path, s.continuously_available) for s in loaded.shares] == [
@@ -121,12 +122,14 @@ def test_pod_is_pinned_labelled_owned_and_hashed() -> None:
     pod = render.pod(SVM1, "node-b")
     md, spec = pod["metadata"], pod["spec"]
     assert spec["nodeName"] == "node-b"
-    assert md["labels"][render.LABEL_SVM] == "svm1" and md["labels"][render.LABEL_NODE] == "node-b"
+    assert (
+        md["labels"][contract.LABEL_SVM] == "svm1" and md["labels"][contract.LABEL_NODE] == "node-b"
+    )
     assert md["ownerReferences"][0]["kind"] == "SVM" and md["ownerReferences"][0]["uid"] == "u-1"
     mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
     assert "subPath" not in mounts["config"]  # ConfigMap updates must reach the pod
     assert mounts["users"]["mountPath"] == "/etc/hasmb/users"
-    assert md["annotations"][render.ANN_POD_HASH] == render.pod_hash(SVM1)
+    assert md["annotations"][contract.ANN_POD_HASH] == render.pod_hash(SVM1)
     # readiness asks the process (a frozen one's kernel would pass a TCP probe)
     ready = spec["containers"][0]["readinessProbe"]
     assert ready["httpGet"] == {"path": "/healthz", "port": "metrics"}, ready
@@ -152,22 +155,22 @@ def test_service_selects_the_pod_on_the_current_node_and_moves_by_selector_only(
         body("LIF", "lif-a", {"svm": "svm1", "homeNode": "node-a", "ip": "10.96.100.10"}, uid="l-1")
     )
     svc = render.service(lif, "svm1", "node-a", "Home")
-    assert svc["spec"]["selector"] == {render.LABEL_SVM: "svm1", render.LABEL_NODE: "node-a"}
+    assert svc["spec"]["selector"] == {contract.LABEL_SVM: "svm1", contract.LABEL_NODE: "node-a"}
     assert svc["spec"]["clusterIP"] == "10.96.100.10"
-    assert svc["metadata"]["labels"][render.LABEL_SVM] == "svm1"
+    assert svc["metadata"]["labels"][contract.LABEL_SVM] == "svm1"
     assert svc["metadata"]["ownerReferences"][0]["uid"] == "l-1"
     patch = render.selector_patch("node-b", "FailedOver")
-    assert patch["spec"] == {"selector": {render.LABEL_NODE: "node-b"}}
+    assert patch["spec"] == {"selector": {contract.LABEL_NODE: "node-b"}}
 
 
 def test_lease_carries_holder_epoch_and_resource_version_for_cas() -> None:
     lease = render.lease(SVM1, "node-a", 1, "Home", 1000.0)
-    own = render.read_ownership(lease)
+    own = contract.read_ownership(lease)
     assert (own.holder, own.epoch, own.reason) == ("node-a", 1, "Home")
     observed = {**lease, "metadata": {**lease["metadata"], "resourceVersion": "42"}}
     moved = render.lease(SVM1, "node-b", 2, "Failover", 1001.0, base=observed)
     assert moved["metadata"]["resourceVersion"] == "42"
-    assert moved["metadata"]["annotations"][render.ANN_EPOCH] == "2"
+    assert moved["metadata"]["annotations"][contract.ANN_EPOCH] == "2"
     assert moved["spec"]["acquireTime"] != lease["spec"]["acquireTime"]
 
 
@@ -181,7 +184,7 @@ def test_store_ignores_late_events_of_a_replaced_object() -> None:
             "namespace": "ns1",
             "uid": "old",
             "resourceVersion": "5",
-            "labels": {render.LABEL_SVM: "svm1"},
+            "labels": {contract.LABEL_SVM: "svm1"},
         }
     }
     new = {
@@ -190,7 +193,7 @@ def test_store_ignores_late_events_of_a_replaced_object() -> None:
             "namespace": "ns1",
             "uid": "new",
             "resourceVersion": "9",
-            "labels": {render.LABEL_SVM: "svm1"},
+            "labels": {contract.LABEL_SVM: "svm1"},
         }
     }
     store.put("Pod", old)
@@ -206,23 +209,23 @@ def test_store_ignores_late_events_of_a_replaced_object() -> None:
 
 
 def test_state_store_objects_follow_the_configmap_store_layout() -> None:
-    from hasmb.handles.configmap_store import EPOCH_KEY, LABEL_ROLE, LABEL_STORE
+    from hasmb.handles.configmap_store import EPOCH_KEY
 
     objs = {o["metadata"]["name"]: o for o in render.state_store_objects(SVM1)}
     assert set(objs) == {"svm1-state-meta", *(f"svm1-state-{i}" for i in range(4))}
     meta = objs["svm1-state-meta"]
     assert meta["data"] == {EPOCH_KEY: "0", "owner": "", "shards": "4"}
-    assert meta["metadata"]["labels"][LABEL_STORE] == "svm1-state"
-    assert meta["metadata"]["labels"][LABEL_ROLE] == "meta"
+    assert meta["metadata"]["labels"][contract.LABEL_STORE] == "svm1-state"
+    assert meta["metadata"]["labels"][contract.LABEL_STORE_ROLE] == "meta"
     assert objs["svm1-state-2"]["data"] == {EPOCH_KEY: "0"}
     for obj in objs.values():
-        assert obj["metadata"]["labels"][render.LABEL_SVM] == "svm1"
+        assert obj["metadata"]["labels"][contract.LABEL_SVM] == "svm1"
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "u-1"
 
 
 def test_ownership_tells_whether_the_holder_renewed_and_keeps_its_annotations() -> None:
     lease = render.lease(SVM1, "node-a", 3, "Home", 1000.0)
-    own = render.read_ownership(lease)
+    own = contract.read_ownership(lease)
     assert not own.holder_renewed  # only the operator wrote it: nobody to wait for
     renewed = {
         **lease,
@@ -230,22 +233,22 @@ def test_ownership_tells_whether_the_holder_renewed_and_keeps_its_annotations() 
             **lease["metadata"],
             "annotations": {
                 **lease["metadata"]["annotations"],
-                render.ANN_FENCING: "partner",
-                "hasmb.io/persistent-handles": "7",
+                contract.ANN_FENCING: "partner",
+                contract.ANN_HANDLES: "7",
             },
         },
-        "spec": {**lease["spec"], "renewTime": render.micro_time(1010.0)},
+        "spec": {**lease["spec"], "renewTime": contract.micro_time(1010.0)},
     }
-    own = render.read_ownership(renewed)
-    assert own.holder_renewed and own.renewed == 1010.0 and own.duration == render.LEASE_SECONDS
+    own = contract.read_ownership(renewed)
+    assert own.holder_renewed and own.renewed == 1010.0 and own.duration == contract.LEASE_SECONDS
     assert own.fencing == "partner"
     # A reason-only update by the operator keeps the holder's renewTime and what the
     # holder wrote with it; a move to another holder starts clean.
     same = render.lease(SVM1, "node-a", 3, "Giveback", 1020.0, base=renewed)
     assert same["spec"]["renewTime"] == renewed["spec"]["renewTime"]
-    assert same["metadata"]["annotations"][render.ANN_FENCING] == "partner"
-    assert same["metadata"]["annotations"]["hasmb.io/persistent-handles"] == "7"
-    assert same["metadata"]["annotations"][render.ANN_REASON] == "Giveback"
+    assert same["metadata"]["annotations"][contract.ANN_FENCING] == "partner"
+    assert same["metadata"]["annotations"][contract.ANN_HANDLES] == "7"
+    assert same["metadata"]["annotations"][contract.ANN_REASON] == "Giveback"
     moved = render.lease(SVM1, "node-b", 4, "Failover", 1020.0, base=renewed)
-    assert render.ANN_FENCING not in moved["metadata"]["annotations"]
-    assert not render.read_ownership(moved).holder_renewed
+    assert contract.ANN_FENCING not in moved["metadata"]["annotations"]
+    assert not contract.read_ownership(moved).holder_renewed

@@ -8,12 +8,12 @@ from typing import cast
 import pytest
 import yaml
 
-from hasmb.controller.render import LEASE_SECONDS
+from hasmb.contract import CONFIG_KEY, LEASE_SECONDS
 from hasmb.handles.kube_api import KubeApi
 from hasmb.podrt.env import PodEnv, PodEnvError
 from hasmb.podrt.lease import LeaseView
 from hasmb.podrt.peers import pod_address
-from hasmb.podrt.runtime import CONFIG_KEY, PodRuntime
+from hasmb.podrt.runtime import PodRuntime
 from hasmb.podrt.shares import apply_shares
 from hasmb.podrt.witness import witness_interfaces
 from hasmb.smb.config import InterfaceConfig, ShareConfig, SmbdConfig, from_mapping

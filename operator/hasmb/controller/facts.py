@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
+from hasmb.contract import ANN_HANDLES, ANN_POD_HASH, parse_time
 from hasmb.controller.placement import NodeFacts, PodFacts
-from hasmb.controller.render import ANN_POD_HASH
-
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _ready_condition(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -60,9 +50,7 @@ def persistent_handles(body: dict[str, Any] | None) -> int:
     """The owning hasmb-smbd writes its persistent-handle count into the Lease it renews."""
     if body is None:
         return 0
-    value = ((body.get("metadata") or {}).get("annotations") or {}).get(
-        "hasmb.io/persistent-handles", "0"
-    )
+    value = ((body.get("metadata") or {}).get("annotations") or {}).get(ANN_HANDLES, "0")
     try:
         return int(value)
     except ValueError:

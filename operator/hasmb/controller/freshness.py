@@ -42,7 +42,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasmb.controller.render import LEASE_SECONDS, Ownership
+from hasmb.contract import LEASE_SECONDS, Ownership
 from hasmb.controller.store import NODE_LEASE, Seen, Store
 
 log = logging.getLogger("hasmb.operator.freshness")

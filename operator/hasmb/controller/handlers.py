@@ -13,10 +13,10 @@ from typing import Any
 
 import kopf
 
+from hasmb.contract import LABEL_STORE, LABEL_SVM
 from hasmb.controller.facts import node_facts
 from hasmb.controller.model import GROUP, VERSION
 from hasmb.controller.pair_reconcile import reconcile_pair
-from hasmb.controller.render import LABEL_STORE, LABEL_SVM
 from hasmb.controller.runtime import Runtime
 from hasmb.controller.store import key_of, svm_of
 from hasmb.controller.svm_reconcile import reconcile_svm

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hasmb.controller import freshness, render
+from hasmb.contract import parse_time, read_ownership
+from hasmb.controller import freshness
 from hasmb.controller.conditions import Condition, merge_conditions, now_iso
-from hasmb.controller.facts import node_facts, parse_time
+from hasmb.controller.facts import node_facts
 from hasmb.controller.model import SVM, HAPair
 from hasmb.controller.runtime import Runtime
 from hasmb.controller.status_writer import iso, patch_cr_status, unready_status
@@ -112,7 +113,7 @@ async def reconcile_pair(rt: Runtime, namespace: str, name: str) -> float | None
         if svm.pair != name or (svm_body.get("metadata") or {}).get("deletionTimestamp"):
             continue
         lease = store.get("Lease", namespace, svm.lease_name)
-        holder = render.read_ownership(lease).holder
+        holder = read_ownership(lease).holder
         # Settled only once the SVM's own reconcile has moved its LIFs and reported.
         st = svm_body.get("status") or {}
         settled = st.get("currentNode") == holder

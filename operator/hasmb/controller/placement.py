@@ -19,23 +19,8 @@ deletion -- while moves *onto* a node still need it to look healthy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
-
-class Reason(StrEnum):
-    """Why a node owns an SVM (kept in the Lease, so it survives restarts)."""
-
-    HOME = "Home"
-    RELOCATED = "Relocated"
-    PLANNED_TAKEOVER = "PlannedTakeover"
-    UPGRADE = "Upgrade"
-    FAILOVER = "Failover"
-    GIVEBACK = "Giveback"
-    # written by the partner pod itself: it saw the owner's process gone (docs/operator.md)
-    PARTNER_FAILOVER = "PartnerFailover"
-
-
-PLANNED = frozenset({Reason.RELOCATED, Reason.PLANNED_TAKEOVER, Reason.UPGRADE})
+from hasmb.contract import PLANNED, Reason
 
 
 @dataclass(frozen=True, slots=True)

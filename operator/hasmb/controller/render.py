@@ -9,35 +9,32 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import yaml
 
+from hasmb import contract
+from hasmb.contract import (
+    ADMIN_PORT,
+    ANN_CONFIG_HASH,
+    ANN_LIF_STATE,
+    ANN_POD_HASH,
+    CONFIG_KEY,
+    EPMAP_PORT,
+    LABEL_COMPONENT,
+    LABEL_LIF,
+    LABEL_NODE,
+    LABEL_STORE,
+    LABEL_STORE_ROLE,
+    LABEL_SVM,
+    PAIR_PORT,
+    SMB_PORT,
+    WITNESS_PORT,
+)
 from hasmb.controller.model import API_VERSION, EXPORT_ROOT, LIF, SVM, Share, volume_mount
 
-LABEL_SVM = "hasmb.io/svm"
-LABEL_NODE = "hasmb.io/node"
-LABEL_LIF = "hasmb.io/lif"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-ANN_POD_HASH = "hasmb.io/pod-hash"
-ANN_CONFIG_HASH = "hasmb.io/config-hash"
-ANN_EPOCH = "hasmb.io/epoch"
-ANN_REASON = "hasmb.io/reason"
-# Written by the owning hasmb-smbd with each renewal: "partner" (its right to serve comes
-# from its partner's direct confirmations; the renewal is a liveness hint) or "lease"
-# (it fences itself 2/3 of leaseDurationSeconds after its last renewal).
-ANN_FENCING = "hasmb.io/fencing"
-ANN_LIF_STATE = "hasmb.io/lif-state"
-CONFIG_KEY = "hasmb-smbd.yaml"
 CONFIG_DIR = "/etc/hasmb/config"
 USERS_DIR = "/etc/hasmb/users"
-SMB_PORT = 445
-WITNESS_PORT = 5050
-EPMAP_PORT = 135
-METRICS_PORT = 9300
-PAIR_PORT = 9301  # hasmb.smb.pair.PAIR_PORT: the pods listen there on their pod IP
-LEASE_SECONDS = 6
 
 _COMMON = {"app.kubernetes.io/part-of": "hasmb", "app.kubernetes.io/managed-by": "hasmb-operator"}
 
@@ -122,7 +119,7 @@ def smbd_config(svm: SVM, shares: list[Share], lifs: list[LifPlacement]) -> dict
                 for lif in sorted(lifs, key=lambda x: x.name)
             ],
         },
-        "metrics": {"listen": f"0.0.0.0:{METRICS_PORT}"},
+        "metrics": {"listen": f"0.0.0.0:{ADMIN_PORT}"},
         # hasmb-smbd in the pod (hasmb.podrt) watches the Lease and this ConfigMap
         "ownership": {
             "lease": f"{svm.meta.namespace}/{svm.lease_name}",
@@ -154,8 +151,6 @@ def config_map(svm: SVM, config: dict[str, Any]) -> dict[str, Any]:
 # holds {epoch, owner, shards}, NAME-0..N-1 hold {epoch, records...}. The operator
 # creates them empty (epoch 0) so they carry hasmb.io/svm and an owner reference;
 # hasmb-smbd raises the epoch to the Lease's on takeover and adds shards as needed.
-LABEL_STORE = "hasmb.io/handle-store"
-LABEL_STORE_ROLE = "hasmb.io/handle-store-role"
 STATE_SHARDS = 4
 
 
@@ -263,7 +258,7 @@ def _pod_template(svm: SVM) -> dict[str, Any]:
             {"name": "smb", "containerPort": SMB_PORT, "protocol": "TCP"},
             {"name": "epmap", "containerPort": EPMAP_PORT, "protocol": "TCP"},
             {"name": "witness", "containerPort": WITNESS_PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": ADMIN_PORT, "protocol": "TCP"},
             # the pair channel between the SVM's two pods (hasmb.smb.pair: fencing)
             {"name": "pair", "containerPort": PAIR_PORT, "protocol": "TCP"},
         ],
@@ -354,10 +349,6 @@ def selector_patch(node: str, state: str) -> dict[str, Any]:
     }
 
 
-def micro_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def lease(
     svm: SVM,
     holder: str,
@@ -366,90 +357,13 @@ def lease(
     now: float,
     base: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ownership record. `base` (the observed Lease) carries resourceVersion for the CAS."""
-    metadata: dict[str, Any] = {
-        "name": svm.lease_name,
-        "namespace": svm.meta.namespace,
-        "labels": svm_labels(svm, "ownership"),
-        "annotations": {ANN_EPOCH: str(epoch), ANN_REASON: reason},
-        "ownerReferences": _svm_owner(svm),
-    }
-    acquire = renew = micro_time(now)
-    if base is not None:
-        old_md = base.get("metadata") or {}
-        metadata["resourceVersion"] = old_md.get("resourceVersion")
-        old_spec = base.get("spec") or {}
-        if old_spec.get("holderIdentity") == holder and old_spec.get("acquireTime"):
-            # Same holder: renewTime stays the holder's own proof of life, and what it
-            # wrote with its renewals (fencing mode, handle count) stays too.
-            acquire = old_spec["acquireTime"]
-            renew = old_spec.get("renewTime") or acquire
-            metadata["annotations"] = {
-                **(old_md.get("annotations") or {}),
-                **metadata["annotations"],
-            }
-    return {
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": metadata,
-        "spec": {
-            "holderIdentity": holder,
-            "leaseDurationSeconds": LEASE_SECONDS,
-            "acquireTime": acquire,
-            "renewTime": renew,
-            "leaseTransitions": epoch,
-        },
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class Ownership:
-    """The Lease as read. Its times are the writers' wall clocks: they tell *whether*
-    the holder renewed, never *how long ago* (the operator judges that on its own
-    clock, `freshness.lease_left`)."""
-
-    holder: str | None
-    epoch: int
-    reason: str | None
-    acquired: float | None = None
-    renewed: float | None = None
-    duration: float = LEASE_SECONDS
-    fencing: str | None = None  # ANN_FENCING of the holder's last renewal
-
-    @property
-    def holder_renewed(self) -> bool:
-        """renewTime later than acquireTime: the holder wrote it, not only the mover."""
-        return (
-            self.acquired is not None and self.renewed is not None and self.renewed > self.acquired
-        )
-
-
-def read_ownership(lease_body: dict[str, Any] | None) -> Ownership:
-    if not lease_body:
-        return Ownership(None, 0, None)
-    md = lease_body.get("metadata") or {}
-    ann = md.get("annotations") or {}
-    spec = lease_body.get("spec") or {}
-    try:
-        epoch = int(ann.get(ANN_EPOCH, spec.get("leaseTransitions") or 0))
-    except ValueError:
-        epoch = int(spec.get("leaseTransitions") or 0)
-    holder = spec.get("holderIdentity") or None
-    return Ownership(
-        holder,
-        epoch,
-        ann.get(ANN_REASON),
-        acquired=_parse_micro(spec.get("acquireTime")),
-        renewed=_parse_micro(spec.get("renewTime")),
-        duration=float(spec.get("leaseDurationSeconds") or LEASE_SECONDS),
-        fencing=ann.get(ANN_FENCING),
+    """The ownership record, written whole (hasmb.contract.assign). `base` (the observed
+    Lease) carries resourceVersion for the CAS; the same holder's term keeps its times
+    and what the holder wrote with its renewals (fencing mode, handle count)."""
+    return contract.assign(holder, epoch, reason, now, base).object(
+        name=svm.lease_name,
+        namespace=svm.meta.namespace,
+        labels=svm_labels(svm, "ownership"),
+        owner_references=_svm_owner(svm),
+        base=base,
     )
-
-
-def _parse_micro(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

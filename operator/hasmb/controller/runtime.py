@@ -18,9 +18,9 @@ from typing import Any
 
 import aiohttp
 
+from hasmb.contract import LABEL_SVM
 from hasmb.controller.freshness import NODE_LEASE_NAMESPACE, Contact
 from hasmb.controller.metrics import Metrics
-from hasmb.controller.render import LABEL_SVM
 from hasmb.controller.store import NODE_LEASE, Store
 from hasmb.controller.workqueue import WorkQueue
 from hasmb.kube.client import (

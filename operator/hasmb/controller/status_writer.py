@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from hasmb.controller import render
+from hasmb.contract import Reason, micro_time
 from hasmb.controller.conditions import Condition, merge_conditions, now_iso, status_changed
 from hasmb.controller.facts import persistent_handles
 from hasmb.controller.model import LIF, SVM, Share
-from hasmb.controller.placement import LifDecision, OwnerDecision, PairView, Reason
+from hasmb.controller.placement import LifDecision, OwnerDecision, PairView
 from hasmb.controller.runtime import Runtime
 from hasmb.kube.client import LIFS, SHARES, SVMS, ApiError
 
@@ -22,7 +22,7 @@ Body = dict[str, Any]
 
 
 def iso(ts: float) -> str:
-    return render.micro_time(ts)[:19] + "Z"
+    return micro_time(ts)[:19] + "Z"
 
 
 async def event(rt: Runtime, body: Body, reason: str, message: str, warning: bool = False) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasmb.controller.render import ANN_EPOCH, LABEL_SVM
+from hasmb.contract import ANN_EPOCH, LABEL_SVM
 from hasmb.kube.client import resource_version
 
 Key = tuple[str, str]  # (namespace, name)

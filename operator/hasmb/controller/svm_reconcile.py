@@ -15,14 +15,15 @@ import math
 from dataclasses import replace
 from typing import Any
 
+from hasmb import contract
+from hasmb.contract import UNPLANNED, Reason, parse_time
 from hasmb.controller import freshness, render, status_writer, volume_move
-from hasmb.controller.facts import node_facts, parse_time, pod_facts, pod_node
+from hasmb.controller.facts import node_facts, pod_facts, pod_node
 from hasmb.controller.model import LIF, SVM, HAPair, Share, lif_ip_owner
 from hasmb.controller.placement import (
     LifDecision,
     OwnerDecision,
     PairView,
-    Reason,
     after_partner_failover,
     decide_lif,
     decide_owner,
@@ -104,7 +105,7 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
     pair_body = store.get("HAPair", namespace, svm.pair)
     pair = HAPair.from_body(pair_body) if pair_body is not None else None
     lease_body = store.get("Lease", namespace, svm.lease_name)
-    own = render.read_ownership(lease_body)
+    own = contract.read_ownership(lease_body)
 
     errors = svm.validate(pair)
     if pair is not None:
@@ -267,9 +268,9 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
         if lif_errors:
             lif_states.append((lif_body, lif, lif_errors, None, svc))
             continue
-        current = ((svc or {}).get("spec") or {}).get("selector", {}).get(render.LABEL_NODE)
+        current = ((svc or {}).get("spec") or {}).get("selector", {}).get(contract.LABEL_NODE)
         current_state = (
-            ((svc or {}).get("metadata") or {}).get("annotations", {}).get(render.ANN_LIF_STATE)
+            ((svc or {}).get("metadata") or {}).get("annotations", {}).get(contract.ANN_LIF_STATE)
         )
         lif_decision = decide_lif(
             view, lif.home_node, lif.migrate_to, current, owner, current_state
@@ -299,7 +300,7 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
             annotations = (svc.get("metadata") or {}).get("annotations") or {}
             if (
                 current != lif_decision.node
-                or annotations.get(render.ANN_LIF_STATE) != lif_decision.state
+                or annotations.get(contract.ANN_LIF_STATE) != lif_decision.state
             ):
                 svc = await rt.kube.patch(
                     SERVICES,
@@ -362,9 +363,9 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
     live_cm = store.get("ConfigMap", namespace, svm.config_map_name)
     if live_cm is None:
         live_cm = await _create_or_fetch(rt, "ConfigMap", CONFIGMAPS, cm)
-    want_hash = cm["metadata"]["annotations"][render.ANN_CONFIG_HASH]
+    want_hash = cm["metadata"]["annotations"][contract.ANN_CONFIG_HASH]
     have_hash = ((live_cm.get("metadata") or {}).get("annotations") or {}).get(
-        render.ANN_CONFIG_HASH
+        contract.ANN_CONFIG_HASH
     )
     if have_hash != want_hash:
         patched = await rt.kube.patch(
@@ -389,7 +390,7 @@ async def reconcile_svm(rt: Runtime, namespace: str, name: str) -> float | None:
 
 
 def _trust(
-    rt: Runtime, svm: SVM, own: render.Ownership, nodes: tuple[str, str], pods: dict[str, Body]
+    rt: Runtime, svm: SVM, own: contract.Ownership, nodes: tuple[str, str], pods: dict[str, Body]
 ) -> freshness.Trust:
     """The doubts over the pair's nodes, from the Store's bodies and observation times."""
     mono = rt.mono()
@@ -436,9 +437,6 @@ async def _ensure_smbd_account(rt: Runtime, namespace: str) -> None:
     rt.smbd_accounts.add(namespace)
 
 
-UNPLANNED_REASONS = frozenset({Reason.FAILOVER, Reason.PARTNER_FAILOVER})
-
-
 def _reason(text: str | None) -> Reason | None:
     try:
         return Reason(text) if text else None
@@ -474,9 +472,7 @@ async def _record_move(
         event_reason = "Owned"
     where = f"{old} -> {decision.owner}" if old else f"owner {decision.owner}"
     msg = f"{decision.message or decision.reason.value}; epoch {epoch} ({where})"
-    await status_writer.event(
-        rt, body, event_reason, msg, warning=decision.reason in UNPLANNED_REASONS
-    )
+    await status_writer.event(rt, body, event_reason, msg, warning=decision.reason in UNPLANNED)
     log.info("svm %s/%s: %s", svm.meta.namespace, svm.meta.name, msg)
     if (
         decision.reason is Reason.FAILOVER

@@ -25,7 +25,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from hasmb.controller import render, status_writer
+from hasmb.contract import ADMIN_PORT, ANN_ADMIN_ADDRESS
+from hasmb.controller import status_writer
 from hasmb.controller.model import SVM, Share
 from hasmb.controller.runtime import Runtime
 from hasmb.kube.client import SHARES, ApiError
@@ -33,13 +34,9 @@ from hasmb.kube.client import SHARES, ApiError
 log = logging.getLogger("hasmb.controller.volume_move")
 
 Body = dict[str, Any]
-ADMIN_PORT = render.METRICS_PORT  # hasmb-smbd serves its admin endpoint there
 POLL_SECONDS = 0.3
 HTTP_TIMEOUT = 3.0
 RUNNING = ("Starting", "Copying", "CuttingOver")
-# HOST:PORT of a pod's admin endpoint when it is not status.podIP:9300 (a pod whose
-# hasmb-smbd runs elsewhere, as in the cluster-tier tests)
-ANN_ADMIN_ADDRESS = "hasmb.io/admin-address"
 
 
 @dataclass(frozen=True)

@@ -39,14 +39,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from hasmb.contract import LABEL_STORE, LABEL_STORE_ROLE
 from hasmb.handles.errors import StaleEpochError, StoreClosedError, StoreError, StoreFullError
 from hasmb.handles.group_commit import WriteOp
 from hasmb.handles.kube_api import KubeApi, KubeApiError
 from hasmb.handles.record import PersistentOpenRecord, RecordFormatError
 from hasmb.handles.store import EpochInfo, HandleStore, StoreChange
 
-LABEL_STORE = "hasmb.io/handle-store"
-LABEL_ROLE = "hasmb.io/handle-store-role"
 DEFAULT_SHARDS = 4
 DEFAULT_MAX_SHARDS = 512
 # Every CAS rewrites (and returns) the whole object, so a write costs time in
@@ -146,7 +145,7 @@ class ConfigMapHandleStore(HandleStore):
             "metadata": {
                 "name": obj_name,
                 "namespace": self.namespace,
-                "labels": {LABEL_STORE: self.name, LABEL_ROLE: role},
+                "labels": {LABEL_STORE: self.name, LABEL_STORE_ROLE: role},
             },
             "data": data,
         }
@@ -166,7 +165,7 @@ class ConfigMapHandleStore(HandleStore):
         if role is not None:
             # Objects someone else (the operator) created get our labels, so
             # that listing by label finds them.
-            metadata["labels"] = {LABEL_STORE: self.name, LABEL_ROLE: role}
+            metadata["labels"] = {LABEL_STORE: self.name, LABEL_STORE_ROLE: role}
         return await self.api.request(
             "PATCH",
             f"{self._base}/{obj_name}",
@@ -513,7 +512,7 @@ class _FollowView:
     def apply(self, kind: str, obj: dict[str, Any]) -> list[StoreChange]:
         labels = obj["metadata"].get("labels") or {}
         data = dict(obj.get("data") or {}) if kind != "DELETED" else {}
-        if labels.get(LABEL_ROLE) == "meta":
+        if labels.get(LABEL_STORE_ROLE) == "meta":
             self.meta = data
             return []
         name = obj["metadata"]["name"]

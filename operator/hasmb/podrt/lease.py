@@ -4,7 +4,8 @@ The operator writes holderIdentity (the owner node) and the annotation
 hasmb.io/epoch with a resourceVersion CAS (docs/operator.md). The pod on the
 holder node renews spec.renewTime -- a merge patch carrying the
 resourceVersion it last saw, so the apiserver refuses it (409) when anyone
-changed the Lease in between, and holder and epoch are never touched.
+changed the Lease in between, and holder and epoch are never touched. Every
+write is built by hasmb.contract (the format the operator reads).
 
 Self-fencing (Patroni-style): the renewal deadline is judged on the local
 monotonic clock from the moment the last successful renewal was *sent* (its
@@ -38,7 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasmb.controller.render import ANN_EPOCH, ANN_REASON, micro_time, read_ownership
+from hasmb import contract
+from hasmb.contract import Fencing, read_ownership
 from hasmb.handles import StoreError
 from hasmb.handles.kube_api import KubeApi, KubeApiError
 from hasmb.smb import fence as fence_clock
@@ -47,8 +49,6 @@ from hasmb.tasks import cancel_and_wait
 
 log = logging.getLogger("hasmb.podrt.lease")
 
-ANN_FENCING = "hasmb.io/fencing"
-LEASE_MODE, PARTNER_MODE = "lease", "partner"
 # A `lease` renewal grants the owner this fraction of the duration from its send time.
 LEASE_GRANT_FRACTION = 2 / 3
 # A partner judges that grant from when it saw the renewal, plus this much for the
@@ -70,15 +70,15 @@ class LeaseView:
     duration: float
     resource_version: str
     renewed: float | None = None  # spec.renewTime as written (the writer's clock)
-    fencing: str = LEASE_MODE  # hasmb.io/fencing of the last write (absent: lease)
+    fencing: str = Fencing.LEASE.value  # hasmb.io/fencing of the last write (absent: lease)
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> LeaseView:
         own = read_ownership(body)
-        md = body.get("metadata") or {}
-        rv = str(md.get("resourceVersion") or "")
-        mode = str((md.get("annotations") or {}).get(ANN_FENCING) or LEASE_MODE)
-        return cls(own.holder, own.epoch, own.reason, own.duration, rv, own.renewed, mode)
+        mode = str(own.fencing or Fencing.LEASE)
+        return cls(
+            own.holder, own.epoch, own.reason, own.duration, own.resource_version, own.renewed, mode
+        )
 
 
 @dataclass(eq=False)
@@ -139,7 +139,7 @@ class LeaseWatch:
                 self.term_seen, self.term_renewed = fence_clock.now(), False
             else:
                 self.term_renewed = True
-            if view.fencing != PARTNER_MODE and (same_term or old is None):
+            if view.fencing != Fencing.PARTNER and (same_term or old is None):
                 self.grant_seen = fence_clock.now()
         if old is None or (old.holder, old.epoch) != (view.holder, view.epoch):
             self.changed.set()
@@ -171,6 +171,14 @@ class LeaseWatch:
             # not silent yet, whatever it has been granted
             left = max(left, TERM_GRACE - (now - self.term_seen))
         return max(0.0, left)
+
+    async def write(self, write: contract.LeaseWrite) -> LeaseView:
+        """Send one write (a merge patch, CAS on its resourceVersion: 409 when anyone
+        changed the Lease since) and observe the Lease it returns."""
+        body = await self.api.request(
+            "PATCH", self.path, body=write.patch(), content_type="application/merge-patch+json"
+        )
+        return self.observe(body)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -222,7 +230,7 @@ class LeaseRenewer:
     # With a fence: `lease` renewals grant it fence_fraction of the duration from their
     # send time, and a lapse of the fence (not `expired`) ends the holding.
     fence: Fence | None = None
-    mode: Callable[[], str] = lambda: LEASE_MODE
+    mode: Callable[[], str] = lambda: Fencing.LEASE
     wake: asyncio.Event | None = None  # renew at once (the partner stopped confirming)
     _task: asyncio.Task[None] | None = None
 
@@ -243,23 +251,20 @@ class LeaseRenewer:
             raise LeaseLost(f"lease is {view}")
         sent = time.monotonic()
         sent_boot = fence_clock.now()
-        mode = mode or (self.mode() if self.fence is not None else LEASE_MODE)
-        metadata: dict[str, Any] = {"resourceVersion": view.resource_version}
-        annotations = dict(self.annotations()) if self.annotations is not None else {}
-        if self.fence is not None:
-            annotations[ANN_FENCING] = mode
-        if annotations:
-            metadata["annotations"] = annotations
-        patch = {"metadata": metadata, "spec": {"renewTime": micro_time(time.time())}}
-        body = await self.watch.api.request(
-            "PATCH", self.watch.path, body=patch, content_type="application/merge-patch+json"
+        mode = mode or (self.mode() if self.fence is not None else Fencing.LEASE)
+        write = contract.renew(
+            view.resource_version,
+            time.time(),
+            # without a fence the renewal says nothing about where authority comes from
+            fencing=mode if self.fence is not None else None,
+            annotations=self.annotations() if self.annotations is not None else None,
         )
-        got = self.watch.observe(body)
+        got = await self.watch.write(write)
         if got.holder != self.holder or got.epoch != self.epoch:
             raise LeaseLost(f"lease is {got}")
         self.last_ok = sent
         self.renewals += 1
-        if self.fence is not None and mode == LEASE_MODE:
+        if self.fence is not None and mode == Fencing.LEASE:
             # the CAS succeeded: no partner took the Lease before it, and one that reads
             # it now waits a whole duration from then
             self.fence.grant(sent_boot + view.duration * self.fence_fraction, "lease renewal")
@@ -329,38 +334,20 @@ async def bump_epoch(watch: LeaseWatch, holder: str, at_least: int) -> int:
     if view.holder != holder:
         raise LeaseLost(f"lease is {view}")
     new = max(view.epoch, at_least) + 1
-    patch = {
-        "metadata": {
-            "resourceVersion": view.resource_version,
-            "annotations": {ANN_EPOCH: str(new)},
-        },
-        "spec": {"leaseTransitions": new, "renewTime": micro_time(time.time())},
-    }
-    body = await watch.api.request(
-        "PATCH", watch.path, body=patch, content_type="application/merge-patch+json"
-    )
-    return watch.observe(body).epoch
+    return (await watch.write(contract.bump(view.resource_version, new, time.time()))).epoch
 
 
 async def take_lease(watch: LeaseWatch, seen: LeaseView, holder: str, reason: str) -> LeaseView:
     """Move the Lease from a dead or expired holder to `holder` (epoch + 1), a CAS on the
     resourceVersion of `seen`: a Lease anyone changed since (a renewal, the operator's
     own failover) refuses it with 409, so two takeovers cannot both win."""
-    epoch = seen.epoch + 1
-    now = micro_time(time.time())
-    patch = {
-        "metadata": {
-            "resourceVersion": seen.resource_version,
-            "annotations": {ANN_EPOCH: str(epoch), ANN_REASON: reason, ANN_FENCING: LEASE_MODE},
-        },
-        "spec": {
-            "holderIdentity": holder,
-            "acquireTime": now,
-            "renewTime": now,
-            "leaseTransitions": epoch,
-        },
-    }
-    body = await watch.api.request(
-        "PATCH", watch.path, body=patch, content_type="application/merge-patch+json"
+    write = contract.take(
+        seen.resource_version,
+        holder,
+        seen.epoch + 1,
+        reason,
+        time.time(),
+        # taking the Lease grants the taker like a `lease` renewal (the CAS won)
+        fencing=Fencing.LEASE,
     )
-    return watch.observe(body)
+    return await watch.write(write)

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hasmb.contract import Reason
 from hasmb.handles import StoreError
 from hasmb.handles.kube_api import KubeApiError
 from hasmb.podrt.lease import LeaseWatch, take_lease
@@ -34,8 +35,6 @@ from hasmb.podrt.peers import PeerWatch
 from hasmb.smb.pair import PairServer, Probe, probe
 
 log = logging.getLogger("hasmb.podrt.partner")
-
-REASON = "PartnerFailover"
 
 
 @dataclass(eq=False)
@@ -99,7 +98,7 @@ class PartnerWatch:
                 pair.allow()  # a ping was confirmed meanwhile
                 return False
         try:
-            view = await take_lease(self.lease, seen, self.node, REASON)
+            view = await take_lease(self.lease, seen, self.node, Reason.PARTNER_FAILOVER)
         except KubeApiError as exc:
             if pair is not None:
                 pair.allow()

@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from hasmb.controller.render import LABEL_NODE, LABEL_SVM
+from hasmb.contract import LABEL_NODE, LABEL_SVM
 from hasmb.handles import StoreError
 from hasmb.handles.kube_api import KubeApi
 from hasmb.tasks import cancel_and_wait

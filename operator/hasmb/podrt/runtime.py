@@ -51,20 +51,17 @@ from typing import Any
 
 import yaml
 
-from hasmb.controller.render import CONFIG_KEY
+from hasmb.contract import ANN_HANDLES, CONFIG_KEY, PAIR_PORT, UNPLANNED, Fencing
 from hasmb.handles import HandleStore, StoreError, open_store
 from hasmb.handles.kube_api import KubeApi, KubeApiError
 from hasmb.podrt.env import PodEnv
 from hasmb.podrt.lease import (
-    LEASE_MODE,
-    PARTNER_MODE,
     LeaseLost,
     LeaseRenewer,
     LeaseView,
     LeaseWatch,
     bump_epoch,
 )
-from hasmb.podrt.partner import REASON as PARTNER_FAILOVER
 from hasmb.podrt.partner import PartnerWatch
 from hasmb.podrt.peers import PeerWatch
 from hasmb.podrt.shares import apply_shares
@@ -73,15 +70,12 @@ from hasmb.smb.config import ConfigError, SmbdConfig, from_mapping
 from hasmb.smb.fence import now as fence_now
 from hasmb.smb.forward import Standby
 from hasmb.smb.ownership import FENCED_EXIT, _host_port, watch_epoch
-from hasmb.smb.pair import PAIR_PORT, PairClient, PairServer
+from hasmb.smb.pair import PairClient, PairServer
 from hasmb.smb.server import SmbServer
 from hasmb.witness.service import WitnessService
 
 log = logging.getLogger("hasmb.podrt")
 
-ANN_HANDLES = "hasmb.io/persistent-handles"
-# Lease reasons the operator writes for moves nobody planned (docs/operator.md)
-UNPLANNED = frozenset({"Failover", PARTNER_FAILOVER})
 # After a planned hand-over a new holder arms from its partner's confirmation when
 # one comes this soon (the old owner is a standby again within milliseconds), and when
 # at least ARM_MIN_LEFT of it is left after the renewal; else from a `lease` renewal.
@@ -302,7 +296,7 @@ class PodRuntime:
             epoch,
             annotations=self._lease_annotations,
             fence=self.server.fence,
-            mode=lambda: PARTNER_MODE if client.confirmed() else LEASE_MODE,
+            mode=lambda: Fencing.PARTNER if client.confirmed() else Fencing.LEASE,
             wake=client.unconfirmed,
         )
         client.start()
@@ -350,12 +344,12 @@ class PodRuntime:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(client.first_grant.wait(), wait)
         if client.first_grant.is_set():
-            await asyncio.wait_for(renewer.renew_once(PARTNER_MODE), 5)
+            await asyncio.wait_for(renewer.renew_once(Fencing.PARTNER), 5)
             if client.pending_until - fence_now() > ARM_MIN_LEFT:
                 self.server.fence.hold(client.pending_until, "partner confirms")
                 return
             log.warning("the partner's confirmation ran out while renewing: arming from the lease")
-        sent = await asyncio.wait_for(renewer.renew_once(LEASE_MODE), 5)
+        sent = await asyncio.wait_for(renewer.renew_once(Fencing.LEASE), 5)
         self.server.fence.hold(sent + duration * renewer.fence_fraction, "lease renewal")
 
     async def _stop_owner_tasks(self) -> None:

@@ -56,7 +56,8 @@ class SmbdConfig:
     standby: bool = False  # standby: follow the store, serve only after a takeover
     admin_listen: str = ""  # adminListen: HOST:PORT of GET /status, /metrics, POST /takeover
     # pairListen: HOST:PORT of this server's pair channel (hasmb.smb.pair; in pods
-    # 0.0.0.0:PAIR_PORT by default); partner: the partner's pair channel (standalone)
+    # 0.0.0.0:hasmb.contract.PAIR_PORT by default); partner: the partner's pair
+    # channel (standalone)
     pair_listen: str = ""
     partner: str = ""
 

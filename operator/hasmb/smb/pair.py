@@ -47,7 +47,6 @@ from hasmb.tasks import cancel_and_wait
 
 log = logging.getLogger("hasmb.smb.pair")
 
-PAIR_PORT = 9301  # in pods: the pair channel on the pod IP (the container port "pair")
 CONFIRM_SECONDS = 2.0  # C: how long one confirmation keeps the owner serving
 PING_INTERVAL = 0.25
 ARM_PING_INTERVAL = 0.05  # before the first confirmation (an owner about to arm on it)
