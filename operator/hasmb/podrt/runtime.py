@@ -80,6 +80,9 @@ log = logging.getLogger("hasmb.podrt")
 # one comes this soon (the old owner is a standby again within milliseconds), and when
 # at least ARM_MIN_LEFT of it is left after the renewal; else from a `lease` renewal.
 ARM_WAIT = 1.0
+# A pod that self-fenced in place reports NotReady this long (the kubelet probes every
+# 1 s and needs 3 failures), so that its Ready transition follows the takeover.
+SELF_FENCED_UNREADY = 5.0
 ARM_MIN_LEFT = 0.5
 
 
@@ -221,6 +224,10 @@ class PodRuntime:
                 # in place rather than exit into the kubelet's crash-loop back-off,
                 # which would leave the pair without a standby for minutes
                 await self._start_standby()
+                # NotReady for a while, as a restarted container would be: the
+                # operator gives back only to a pod that became Ready after the
+                # takeover, and a node frozen whole never reported it NotReady
+                self.standby.unready_until = time.monotonic() + SELF_FENCED_UNREADY
                 if self.pair is not None:
                     self.pair.allow()
                 continue

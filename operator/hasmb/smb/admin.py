@@ -99,10 +99,12 @@ async def serve_admin(
                 # listener is up (a TCP probe passes on a frozen process: its kernel
                 # accepts), so a frozen pod turns NotReady and its LIF fails over
                 listening = standby is None or standby.listening()
-                code = 200 if listening else 503
-                payload = json.dumps(
-                    {"role": standby.role if standby else "owner", "listening": listening}
-                ).encode()
+                recovering = standby is not None and standby.recovering()
+                code = 200 if listening and not recovering else 503
+                body = {"role": standby.role if standby else "owner", "listening": listening}
+                if recovering:
+                    body["recovering"] = True
+                payload = json.dumps(body).encode()
             elif path == "/status" and method == "GET":
                 code, payload = 200, json.dumps(status(server, store, standby)).encode()
             elif path == "/metrics" and method == "GET":

@@ -83,6 +83,8 @@ class Standby:
     taken_over: asyncio.Event = field(default_factory=asyncio.Event)
     takeover_seconds: float = 0.0
     last_accept: float = 0.0  # loop time of the last connection accepted
+    # /healthz says not ready until then (a pod that self-fenced in place)
+    unready_until: float = 0.0
     _follower: StoreFollower | None = None
     _listener: asyncio.AbstractServer | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -114,6 +116,10 @@ class Standby:
 
     def listening(self) -> bool:
         return self._listener is not None and self._listener.is_serving()
+
+    def recovering(self) -> bool:
+        """Still inside unready_until (time.monotonic()): see hasmb.podrt.runtime."""
+        return time.monotonic() < self.unready_until
 
     async def stop(self) -> None:
         for t in list(self._tasks):
