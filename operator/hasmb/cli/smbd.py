@@ -115,6 +115,7 @@ async def serve(
     """Serve until SIGTERM/SIGINT (exit 0) or until fenced by a newer owner (exit 3)."""
     from hasmb.podrt.env import PodEnv
     from hasmb.podrt.witness import smbd_witness
+    from hasmb.smb.fence import KillSwitch
     from hasmb.smb.ownership import run
     from hasmb.smb.server import SmbServer
 
@@ -123,9 +124,11 @@ async def serve(
     witness = smbd_witness(cfg, cfg.all_users(), node=env.node if env else "")
     if witness is not None:
         await witness.start()
+    # the kernel closes the fence's window (a freeze between check and system call)
+    kill = KillSwitch.for_this_process()
     try:
         if env is None:
-            return await run(SmbServer(cfg), cfg, ca, drain_timeout)
+            return await run(SmbServer(cfg, kill_switch=kill), cfg, ca, drain_timeout)
         from hasmb.handles.kube_api import KubeApi
         from hasmb.podrt.runtime import PodRuntime
 
@@ -139,6 +142,7 @@ async def serve(
                 witness=witness,
                 admin_listen=ca.admin_listen,
                 drain_timeout=drain_timeout,
+                kill_switch=kill,
             )
             return await rt.run()
         finally:

@@ -67,6 +67,7 @@ from hasmb.podrt.peers import PeerWatch
 from hasmb.podrt.shares import apply_shares
 from hasmb.podrt.witness import announced, witness_interfaces
 from hasmb.smb.config import ConfigError, SmbdConfig, from_mapping
+from hasmb.smb.fence import KillSwitch
 from hasmb.smb.fence import now as fence_now
 from hasmb.smb.forward import Standby
 from hasmb.smb.ownership import FENCED_EXIT, _host_port, watch_epoch
@@ -117,6 +118,7 @@ class PodRuntime:
     linger_quiet: float = 1.0
     linger_max: float = 5.0
     release_wait: float = 5.0  # an owner stopping waits this long for the partner's takeover
+    kill_switch: KillSwitch | None = None  # hasmb.smb.fence: the kernel's end of the window
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     server: SmbServer = field(init=False)
     store: HandleStore = field(init=False)
@@ -241,7 +243,7 @@ class PodRuntime:
 
     # ------------------------------------------------------------ roles
     async def _start_standby(self) -> None:
-        self.server = SmbServer(self.cfg)
+        self.server = SmbServer(self.cfg, kill_switch=self.kill_switch)
         self.store = open_store(self.cfg.state)
         self.standby = LeaseStandby(
             self.server,

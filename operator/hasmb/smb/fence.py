@@ -19,6 +19,16 @@ and logged as critical: the one window left, a freeze between the check and
 the kernel entering the call, never stays silent). The rule and the timing
 argument: docs/continuous-availability.md "Fencing".
 
+The window between the check and the kernel entering the call is closed by the
+kernel itself where it matters (`KillSwitch`, enabled in the hasmb-smbd process):
+while any mutation is between its check and its end, a real-time timer is armed to
+deliver SIGALRM (default action: terminate the process) KILL_SLACK after the
+deadline. A thread frozen inside the window (SIGSTOP, a cgroup freeze) therefore
+finds a fatal signal pending when it is thawed, and the process dies before that
+thread runs another instruction in user space (a buffered write already under way
+checks for a fatal signal before copying each page). A mutation that ends in time
+disarms it; the timer costs two system calls per mutation.
+
 A lapse is final for the holding: the server stops serving (the caller decides
 how: exit 3, or hand over), and only `hold()` after a new ownership decision
 arms the fence again.
@@ -30,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -51,6 +62,51 @@ class Fenced(Exception):
     """
 
 
+# The kill timer fires this long after the deadline: before the partner's promise
+# ends (hasmb.smb.pair.MARGIN, 0.05 s, after the deadline), so a thread frozen in the
+# window always has its fatal signal pending before any successor can serve.
+KILL_SLACK = 0.02
+
+
+@dataclass(eq=False)
+class KillSwitch:
+    """One per process (the real-time interval timer is process-wide): the earliest
+    deadline + KILL_SLACK among the mutations between their check and their end, armed
+    with setitimer(ITIMER_REAL); SIGALRM must keep its default action (terminate)."""
+
+    _armed: dict[int, float] = field(default_factory=dict)  # id(fence) -> BOOTTIME kill time
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    armings: int = 0
+
+    @classmethod
+    def for_this_process(cls) -> KillSwitch:
+        # a handler would turn the kill into a Python callback run by the main thread
+        # whenever it gets to it: the default action is the point
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        return cls()
+
+    def arm(self, key: int, deadline: float) -> None:
+        if math.isinf(deadline):
+            return
+        with self._lock:
+            self._armed[key] = deadline + KILL_SLACK
+            self._set_locked()
+            self.armings += 1
+
+    def disarm(self, key: int) -> None:
+        with self._lock:
+            if self._armed.pop(key, None) is not None:
+                self._set_locked()
+
+    def _set_locked(self) -> None:
+        if not self._armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            return
+        # ITIMER_REAL counts real time; a past kill time fires at once
+        left = min(self._armed.values()) - now()
+        signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6))
+
+
 @dataclass(eq=False)
 class Fence:
     deadline: float = -math.inf  # CLOCK_BOOTTIME; +inf: unconditional (a lone owner)
@@ -69,6 +125,7 @@ class Fence:
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _loop: asyncio.AbstractEventLoop | None = None
+    kill_switch: KillSwitch | None = None  # see the module doc
 
     # ------------------------------------------------------------ decisions
     def hold(self, until: float, source: str) -> None:
@@ -99,6 +156,8 @@ class Fence:
             if until > self.deadline:
                 self.deadline = until
                 self.source = source
+                if self._inflight and self.kill_switch is not None:
+                    self.kill_switch.arm(id(self), until)
         return True
 
     def narrow(self, until: float, source: str) -> None:
@@ -154,6 +213,8 @@ class Fence:
                     self._lapse_locked(f"authority expired ({self.source}) before {what}")
                 raise Fenced(f"{what} refused: not the owner ({self.source})")
             self._inflight += 1
+            if self._inflight == 1 and self.kill_switch is not None:
+                self.kill_switch.arm(id(self), self.deadline)
             if not self.first_mutation:
                 self.first_mutation = t
         try:
@@ -161,6 +222,8 @@ class Fence:
         finally:
             with self._lock:
                 self._inflight -= 1
+                if not self._inflight and self.kill_switch is not None:
+                    self.kill_switch.disarm(id(self))
                 if not self._inflight and self._waiting:
                     self._call_soon(self._drained.set)
                 t = now()

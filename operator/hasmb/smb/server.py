@@ -45,7 +45,7 @@ from hasmb.smb.constants import (
     Status,
 )
 from hasmb.smb.errors import SmbError
-from hasmb.smb.fence import Fence, Fenced
+from hasmb.smb.fence import Fence, Fenced, KillSwitch
 from hasmb.smb.framing import FrameReader, read_stream_frame
 from hasmb.smb.header import (
     HEADER_SIZE,
@@ -377,6 +377,7 @@ class SmbServer:
         config: SmbdConfig,
         registry: Registry | None = None,
         users: dict[str, str] | None = None,
+        kill_switch: KillSwitch | None = None,
     ) -> None:
         self.config = config
         self.registry = registry or default_registry()
@@ -391,7 +392,7 @@ class SmbServer:
         self.draining = False
         # the data-path fence (hasmb.smb.fence): a lone server owns its volume for good;
         # a standby revokes it, a takeover arms it with grants from the Lease or partner
-        self.fence = Fence()
+        self.fence = Fence(kill_switch=kill_switch)
         self.fence.unconditional()
         # async def hook(req, params, open) run after every successful CREATE (CA adds its own)
         self.create_hooks: list[Any] = []
