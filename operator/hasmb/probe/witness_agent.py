@@ -383,8 +383,10 @@ class WitnessAgent:
                 continue
             if action.retry:
                 restarted = sum(f.restart_attempt(action.host) for f in self._files())
-                with self._lock:
-                    event.action = f"restart {restarted} reconnection(s) to {action.host}"
+                # nothing was stuck on the failed path: the notification asked for nothing
+                if restarted:
+                    with self._lock:
+                        event.action = f"restart {restarted} reconnection(s) to {action.host}"
                 continue
             request = MoveRequest(action.host, action.reason, now, event.number)
             for f in self._files():
