@@ -166,6 +166,10 @@ def config_map_name(config_path: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from hasmb.cli.pid1 import step_aside
+    from hasmb.smb.fence import KillSwitchUnavailable
+
+    step_aside()  # before any thread exists: PID 1 cannot use the fence's kill switch
     try:
         cfg = load_config(args)
         cfg.listen_host_port()
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 config_map=config_map_name(args.config) if kube else "",
             )
         )
-    except PodEnvError as exc:
+    except (PodEnvError, KillSwitchUnavailable) as exc:
         print(f"hasmb-smbd: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError, StoreError) as exc:

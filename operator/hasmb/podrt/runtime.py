@@ -195,6 +195,9 @@ class PodRuntime:
             seen = view
             mine = view.holder == self.env.node
             if mine and self.standby.role == "standby":
+                # no relay to the previous owner while this pod arms: that owner, a
+                # standby by now, would relay the client straight back here
+                self._point_forwarding(view)
                 await self._become_owner(view)
             elif not mine and self.standby.role == "owner":
                 await self._hand_over(view)
@@ -243,7 +246,7 @@ class PodRuntime:
 
     # ------------------------------------------------------------ roles
     async def _start_standby(self) -> None:
-        self.server = SmbServer(self.cfg, kill_switch=self.kill_switch)
+        self.server = SmbServer(self.cfg, kill_switch=self.kill_switch, owner=False)
         self.store = open_store(self.cfg.state)
         self.standby = LeaseStandby(
             self.server,

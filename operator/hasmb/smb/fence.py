@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -52,6 +53,10 @@ log = logging.getLogger("hasmb.smb.fence")
 def now() -> float:
     """Seconds on CLOCK_BOOTTIME: elapsed real time, suspend and freezes included."""
     return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+class KillSwitchUnavailable(RuntimeError):
+    """This process cannot be killed by its own timer (it is a PID namespace's init)."""
 
 
 class Fenced(Exception):
@@ -82,6 +87,13 @@ class KillSwitch:
     def for_this_process(cls) -> KillSwitch:
         # a handler would turn the kill into a Python callback run by the main thread
         # whenever it gets to it: the default action is the point
+        if os.getpid() == 1:
+            # a PID namespace's init never gets a signal of default action from inside
+            # it: the timer would fire and nothing would happen (hasmb.cli.pid1)
+            raise KillSwitchUnavailable(
+                "the fence's kill switch cannot work in PID 1 (the kernel ignores its "
+                "SIGALRM there): start hasmb-smbd through hasmb.cli.pid1.step_aside()"
+            )
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         return cls()
 

@@ -378,6 +378,7 @@ class SmbServer:
         registry: Registry | None = None,
         users: dict[str, str] | None = None,
         kill_switch: KillSwitch | None = None,
+        owner: bool = True,
     ) -> None:
         self.config = config
         self.registry = registry or default_registry()
@@ -391,9 +392,11 @@ class SmbServer:
         self.start_time = 0
         self.draining = False
         # the data-path fence (hasmb.smb.fence): a lone server owns its volume for good;
-        # a standby revokes it, a takeover arms it with grants from the Lease or partner
+        # one started as a standby (owner=False: a pod's) never held it, a takeover arms
+        # it with grants from the Lease or partner
         self.fence = Fence(kill_switch=kill_switch)
-        self.fence.unconditional()
+        if owner:
+            self.fence.unconditional()
         # async def hook(req, params, open) run after every successful CREATE (CA adds its own)
         self.create_hooks: list[Any] = []
         from hasmb.smb.persistence import ContinuousAvailability
