@@ -8,6 +8,7 @@ kubeconfig (kwok only pretends to run pods, so the operator cannot run in-cluste
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import os
@@ -105,7 +106,7 @@ class OperatorEnv:
             timeout=120,
         )
 
-    def events(self, name: str) -> list[str]:
+    def events(self, name: str) -> builtins.list[str]:  # `list` here is the method above
         out = self.kubectl(
             "get", "events", "--field-selector", f"involvedObject.name={name}", "-o", "json"
         )

@@ -6,6 +6,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -178,15 +179,12 @@ def test_a_holder_that_renews_its_lease_is_fenced_by_expiry(env: OperatorEnv) ->
     duration = env.get("lease", "svm1-owner")["spec"]["leaseDurationSeconds"]
     env.set_node_ready(a, False)
     try:
-        ready = env.wait(
-            lambda: (
-                "lease expires"
-                in (c := condition(env.get("svm", "svm1"), "Ready")).get("message", "")
-                and c
-            ),
-            10,
-            "the SVM to wait for the lease",
-        )
+
+        def waiting_for_lease() -> dict[str, Any] | None:
+            c = condition(env.get("svm", "svm1"), "Ready")
+            return c if "lease expires" in c.get("message", "") else None
+
+        ready = env.wait(waiting_for_lease, 10, "the SVM to wait for the lease")
         assert ready["status"] == "False"
         assert env.lease("svm1") == (a, epoch)
         env.wait(lambda: env.lease("svm1") == (b, epoch + 1), duration + 10, "takeover at expiry")

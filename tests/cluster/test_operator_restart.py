@@ -152,4 +152,8 @@ def test_svm_deleted_while_the_operator_is_down(env: OperatorEnv) -> None:
     env.start_operator()
     env.wait(lambda: not env.get("svm", "svm1"), 30, "SVM finalised")
     for kind in ("pods", "services", "configmaps", "leases"):
-        env.wait(lambda kind=kind: not env.list(kind, "hasmb.io/svm=svm1"), 30, f"{kind} gone")
+
+        def gone(kind: str = kind) -> bool:
+            return not env.list(kind, "hasmb.io/svm=svm1")
+
+        env.wait(gone, 30, f"{kind} gone")

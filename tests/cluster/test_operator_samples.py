@@ -198,9 +198,11 @@ def test_deleting_the_svm_removes_what_it_created(env: OperatorEnv) -> None:
     env.kubectl("delete", "svm", "svm1", "--timeout=30s")
     assert not env.list("configmaps", "hasmb.io/handle-store=svm1-state")
     for kind in ("pods", "services", "configmaps", "leases"):
-        env.wait(
-            lambda kind=kind: not env.list(kind, "hasmb.io/svm=svm1"), 30, f"{kind} of svm1 gone"
-        )
+
+        def gone(kind: str = kind) -> bool:
+            return not env.list(kind, "hasmb.io/svm=svm1")
+
+        env.wait(gone, 30, f"{kind} of svm1 gone")
 
     def lif_says_why() -> bool:
         cond = {

@@ -629,7 +629,7 @@ def test_share_added_to_the_config_map_is_served_without_restart(pair: PodPair) 
             conn.disconnect()
 
     assert not tree_connect("new")
-    shares = [
+    shares: list[dict[str, Any]] = [
         {"name": "ca", "path": str(pair.shared / "ca"), "continuouslyAvailable": True},
         {"name": "new", "path": str(pair.shared / "new")},
     ]

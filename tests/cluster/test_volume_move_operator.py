@@ -153,7 +153,7 @@ def test_operator_moves_share_while_client_writes(
     env.wait(lambda: ready(env.get("share", "data")), 30, "Share data Ready")
     assert share_status(env)["volume"] == "root"
     assert config_paths(env)["data"] == "/export/data"
-    owner, _ = env.wait(lambda: env.lease("svm1")[0] and env.lease("svm1"), 30, "owner")
+    owner = env.wait(lambda: env.lease("svm1")[0], 30, "owner")
     pod = env.svm_pods("svm1")[owner]
     mounts = {m["mountPath"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
     assert "/volumes/fast" in mounts

@@ -255,16 +255,18 @@ def test_frozen_owner_never_writes_after_the_takeover(nodes: tuple[Node, Node]) 
                     killed += 1
                 else:
                     old = owner.exit_fence()
+                    old_late, old_last = old["late"], old["lastMutation"]
+                    assert isinstance(old_late, int) and isinstance(old_last, float), old
                     new = standby.status()["fence"]
                     assert isinstance(new, dict)
                     # `late` counts a mutation that finished past its deadline: with
                     # the kill switch none can, and the invariant is that the old
                     # owner's last mutation ended before the successor armed, on
                     # CLOCK_BOOTTIME (one clock for both processes)
-                    late += int(old["late"])
+                    late += old_late
                     assert float(new["heldSince"]) > 0
-                    if old["lastMutation"]:
-                        assert float(old["lastMutation"]) < float(new["heldSince"]), (old, new)
+                    if old_last:
+                        assert old_last < float(new["heldSince"]), (old, new)
                 owner, standby = standby, owner
                 standby.start(owner, owner=False)
                 poll(lambda o=owner, s=standby: paired(o, s), "the new standby to confirm", 20)

@@ -8,11 +8,12 @@ import asyncio
 import re
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
 from hasmb.rpc.pdu import AuthLevel
-from hasmb.witness.client import WitnessCallError, WitnessClient
+from hasmb.witness.client import WitnessCallError, WitnessClient, WitnessNotification
 from hasmb.witness.messages import (
     CLIENT_MOVE_NOTIFICATION,
     ERROR_NOT_FOUND,
@@ -34,9 +35,9 @@ from tests.support.witness_server import (
 )
 
 
-async def _poll(cond: object, what: str, deadline: float = 5.0) -> None:
+async def _poll(cond: Callable[[], bool], what: str, deadline: float = 5.0) -> None:
     end = time.monotonic() + deadline
-    while not cond():  # type: ignore[operator]
+    while not cond():
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.02)
@@ -52,14 +53,14 @@ async def test_every_notification_type(level: int) -> None:
                 NETNAME, "data", env.ip, "PROBE", flags=REGISTER_IP_NOTIFICATION
             )
 
-            async def notified(trigger: object) -> object:
+            async def notified(trigger: Callable[[], int]) -> WitnessNotification:
                 task = asyncio.create_task(wc.async_notify(h))
                 await _poll(
                     lambda: any(r.pending_calls for r in svc.registry.registrations()),
                     "AsyncNotify pending",
                 )
                 t0 = time.monotonic()
-                assert trigger() == 1  # type: ignore[operator]
+                assert trigger() == 1
                 note = await asyncio.wait_for(task, 1.0)
                 assert time.monotonic() - t0 < 1.0
                 return note
@@ -177,7 +178,7 @@ async def test_notifications_iterator_rides_over_keepalive_timeouts() -> None:
         try:
             h = await wc.register_ex(NETNAME, None, env.ip, "ITER", keepalive_timeout=1)
             stream = notifications(wc, h)
-            nxt = asyncio.create_task(anext(stream))
+            nxt = asyncio.ensure_future(anext(stream))
             await asyncio.sleep(1.5)  # one keep-alive timeout passes unnoticed
             assert not nxt.done()
             env.service.notify_client_move([env.partner_ip])

@@ -54,17 +54,25 @@ def test_pyspnego_client_authenticates_and_keys_match(protocol: str) -> None:
 def test_wrong_password_is_refused() -> None:
     client = spnego.client("alice", "wrong", hostname="svm1", protocol="ntlm")
     acceptor = _acceptor()
-    step = acceptor.step(client.step())
+    negotiate = client.step()
+    assert negotiate is not None
+    step = acceptor.step(negotiate)
+    authenticate = client.step(step.out_token)
+    assert authenticate is not None
     with pytest.raises(NtlmAuthError, match="wrong password"):
-        acceptor.step(client.step(step.out_token))
+        acceptor.step(authenticate)
 
 
 def test_unknown_user_is_refused() -> None:
     client = spnego.client("mallory", "x", hostname="svm1", protocol="ntlm")
     acceptor = _acceptor()
-    step = acceptor.step(client.step())
+    negotiate = client.step()
+    assert negotiate is not None
+    step = acceptor.step(negotiate)
+    authenticate = client.step(step.out_token)
+    assert authenticate is not None
     with pytest.raises(NtlmAuthError, match="unknown user"):
-        acceptor.step(client.step(step.out_token))
+        acceptor.step(authenticate)
 
 
 def test_impacket_ntlmv2_client() -> None:

@@ -140,7 +140,7 @@ def _run_upgrade(auto_giveback: bool) -> list[tuple[str | None, str | None, list
     reason: Reason | None = Reason.HOME
     lifs = {"lif-a": A, "lif-b": B}
     homes = {"lif-a": A, "lif-b": B}
-    steps = []
+    steps: list[tuple[str | None, str | None, list[str]]] = []
     now = 100.0
     for _ in range(20):
         v = view(pod_facts=dict(pods), auto_giveback=auto_giveback, now=now)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hasmb.handles.file_store import encode_log_line, parse_log
 
 
 def test_lines_round_trip() -> None:
-    entries = [{"e": 1, "d": 5}, {"e": 1, "p": {"x": "y"}}, {"e": 2, "d": 7}]
+    entries: list[dict[str, Any]] = [{"e": 1, "d": 5}, {"e": 1, "p": {"x": "y"}}, {"e": 2, "d": 7}]
     data = b"".join(encode_log_line(e) for e in entries)
     assert parse_log(data) == (entries, len(data))
 

@@ -70,7 +70,7 @@ def test_operator_reasons_are_untouched() -> None:
 
 def test_lease_expiry_is_judged_on_the_local_clock_from_the_last_change() -> None:
     watch = LeaseWatch(api=None, namespace="ns", name="l")  # type: ignore[arg-type]
-    base = {
+    base: dict[str, Any] = {
         "metadata": {"resourceVersion": "5", "annotations": {"hasmb.io/epoch": "1"}},
         "spec": {
             "holderIdentity": A,

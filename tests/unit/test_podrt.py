@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -54,7 +54,7 @@ def test_lease_view() -> None:
 
 
 def test_pod_address() -> None:
-    pod = {
+    pod: dict[str, Any] = {
         "metadata": {"name": "svm1-node-b", "labels": {"hasmb.io/node": "node-b"}},
         "status": {"podIP": "10.0.0.7"},
     }

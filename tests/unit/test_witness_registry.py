@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
@@ -111,9 +112,7 @@ async def test_wait_returns_queued_and_coalesces() -> None:
 async def test_wait_errors() -> None:
     reg = registry()
     with pytest.raises(WitnessError) as e:
-        await reg.wait(
-            WitnessRegistry.__new__(WitnessRegistry).__class__ and __import__("uuid").uuid4()
-        )
+        await reg.wait(uuid.uuid4())
     assert e.value.code == ERROR_NOT_FOUND
     r = reg.register(WITNESS_V2, "SVM1", "10.0.0.1", "c", ex=True, keepalive_timeout=1)
     # keep-alive is in seconds; patch it down so the test stays fast
@@ -206,7 +205,7 @@ async def test_interface_list_flags_and_waiting_for_an_available_interface() -> 
 
     from hasmb.rpc.interface import Association, CallContext
     from hasmb.rpc.ndr import NdrReader
-    from hasmb.witness.client import _parse_interface
+    from hasmb.witness.client import InterfaceInfo, _parse_interface
     from hasmb.witness.messages import ERROR_NO_MORE_ITEMS, IF_IPV6_VALID, IF_WITNESS
     from hasmb.witness.rpc import WitnessRpcInterface
 
@@ -215,7 +214,7 @@ async def test_interface_list_flags_and_waiting_for_an_available_interface() -> 
     current = list(IFACES)
     rpc = WitnessRpcInterface(registry(), lambda: current, cfg.is_local)
 
-    def parse(stub: bytes) -> list[object]:
+    def parse(stub: bytes) -> list[InterfaceInfo]:
         r = NdrReader(stub)
         assert r.referent()
         n = r.u32()
