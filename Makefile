@@ -22,9 +22,12 @@ venv: $(STAMP)
 deps: venv
 	hack/install-deps
 
+# hack/'s Python scripts have no .py suffix: ruff is given them by name
+HACK_PY := $(shell grep -ls '^\#!/usr/bin/env python3' hack/*)
+
 lint: venv
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests $(HACK_PY)
+	$(VENV)/bin/ruff format --check operator tests $(HACK_PY)
 
 typecheck: venv
 	$(VENV)/bin/mypy
