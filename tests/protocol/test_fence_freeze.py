@@ -36,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from hasmb.probe.ca_client import CaFile, CaTarget
+from hasmb.smb.fence import KILL_SLACK
 from tests.support.net import free_port
 from tests.support.smbd import PASSWORD, USER, SmbdProcess, start_smbd
 
@@ -259,11 +260,15 @@ def test_frozen_owner_never_writes_after_the_takeover(nodes: tuple[Node, Node]) 
                     assert isinstance(old_late, int) and isinstance(old_last, float), old
                     new = standby.status()["fence"]
                     assert isinstance(new, dict)
-                    # `late` counts a mutation that finished past its deadline: with
-                    # the kill switch none can, and the invariant is that the old
-                    # owner's last mutation ended before the successor armed, on
-                    # CLOCK_BOOTTIME (one clock for both processes)
+                    # `late` counts a mutation that finished past its deadline: one
+                    # still running at deadline + KILL_SLACK kills the process, so a
+                    # process alive here overshot by less; and the invariant is that
+                    # the old owner's last mutation ended before the successor armed,
+                    # on CLOCK_BOOTTIME (one clock for both processes)
                     late += old_late
+                    if old_late:
+                        late_by = old["lateBy"]
+                        assert isinstance(late_by, float) and late_by < KILL_SLACK, old
                     assert float(new["heldSince"]) > 0
                     if old_last:
                         assert old_last < float(new["heldSince"]), (old, new)
@@ -283,9 +288,9 @@ def test_frozen_owner_never_writes_after_the_takeover(nodes: tuple[Node, Node]) 
             w.go.set()
     print(
         f"\n{CYCLES} freeze/thaw cycles, {takeovers} takeovers, {late} late mutation(s), "
-        f"{killed} killed in the window by the kernel; thawed at {thaw_points}"
+        f"{killed} killed in the window by the kernel (every late one ended within "
+        f"{KILL_SLACK} s of its deadline, before any successor armed); thawed at {thaw_points}"
     )
-    assert late == 0, "a mutation outlived its authority despite the kill switch"
     assert (takeovers >= 1 and takeovers < CYCLES) or CYCLES < 4, (takeovers, thaw_points)
     fence = owner.status()["fence"]
     assert isinstance(fence, dict) and fence["holding"], fence

@@ -126,6 +126,9 @@ class Fence:
     source: str = "standby"  # what the last grant came from (for logs and /status)
     refused: int = 0  # mutations refused by the fence
     late: int = 0  # mutations that completed after the deadline (see module doc)
+    # the most any of them overshot it: under KILL_SLACK in a process that is still
+    # alive with the kill switch on (measured before the timer is disarmed)
+    late_by: float = 0.0
     mutations: int = 0
     first_mutation: float = 0.0  # CLOCK_BOOTTIME of this holding's first mutation
     last_mutation: float = 0.0  # ... and of the end of its last one
@@ -133,6 +136,7 @@ class Fence:
     lapsed: asyncio.Event = field(default_factory=asyncio.Event)
     lapse_reason: str = ""
     _inflight: int = 0
+    _lapsed_deadline: float = -math.inf  # the deadline a lapse ended (for late_by)
     _waiting: bool = False
     _drained: asyncio.Event = field(default_factory=asyncio.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -233,12 +237,14 @@ class Fence:
             yield
         finally:
             with self._lock:
+                # the end is read before the timer is disarmed: a process still alive
+                # then ended every call before the kill time (deadline + KILL_SLACK)
+                t = now()
                 self._inflight -= 1
                 if not self._inflight and self.kill_switch is not None:
                     self.kill_switch.disarm(id(self))
                 if not self._inflight and self._waiting:
                     self._call_soon(self._drained.set)
-                t = now()
                 self.last_mutation = t
                 self.mutations += 1
                 # a revoke meanwhile is planned (quiesce waits for this call); a lapse
@@ -247,11 +253,13 @@ class Fence:
                     not self.holding and self.lapse_reason
                 ):
                     self.late += 1
+                    ended = self.deadline if self.holding else self._lapsed_deadline
+                    self.late_by = max(self.late_by, t - ended)
                     log.critical(
                         "%s completed %.3f s after this server's authority ended (%s): "
                         "it may have landed after a new owner served",
                         what,
-                        t - self.deadline if self.holding else math.nan,
+                        t - ended,
                         self.source,
                     )
                     if self.holding:
@@ -276,6 +284,8 @@ class Fence:
             await asyncio.sleep(min(max(left, 0.001), 0.05))
 
     def _lapse_locked(self, why: str) -> None:
+        if self.holding:
+            self._lapsed_deadline = self.deadline
         self.holding = False
         self.deadline = -math.inf
         if not self.lapse_reason:
@@ -301,6 +311,7 @@ class Fence:
             "source": self.source,
             "refused": self.refused,
             "late": self.late,
+            "lateBy": round(self.late_by, 6),
             "mutations": self.mutations,
             "firstMutation": self.first_mutation,
             "lastMutation": self.last_mutation,
