@@ -49,12 +49,7 @@ def step_aside() -> None:
     for sig in RELAYED:
         signal.signal(sig, relay)
     while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            sys.exit(1)  # cannot happen while the child lives: it is waited for below
-        except InterruptedError:  # pragma: no cover - PEP 475 retries wait()
-            continue
+        pid, status = os.wait()  # the child is ours until it is reaped here
         if pid == child:
             sys.stdout.flush()
             os._exit(exit_code(status))
